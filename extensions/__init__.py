@@ -1,0 +1,1 @@
+"""SIP extensions: the phones of the PBX."""

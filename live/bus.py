@@ -1,0 +1,323 @@
+"""The event bus: numbers events, keeps the recent history, and carries them to every process.
+
+Two implementations behind one interface:
+
+* ``LocalBus`` (embedded default): everything in this process, under a lock.
+* ``RedisBus`` (``REDIS_URL`` set): one Lua script numbers the event (``INCR``), stores it
+  in a bounded sorted-set history, updates the state table and ``PUBLISH``es it, atomically.
+  Because the script is atomic, Redis pub/sub delivers events to every process in ``seq``
+  order, with no gaps except across a lost subscription, which the hub repairs from the
+  history. Each process subscribes once and writes to its own sockets (see ``hub``): one
+  Redis delivery per process per event, instead of one channel-layer message per socket.
+
+``seq`` starts from the clock in microseconds when the counter is first created, so it keeps
+increasing across restarts of Redis or of the embedded server, and a stale client position
+is recognised (older than the history, or newer than the counter) and answered with resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from live.events import body, number
+
+logger = logging.getLogger(__name__)
+
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Publication:
+    """One event to publish, and how it changes the bus's state table.
+
+    ``mode``: ``always`` publishes; ``changed`` publishes only if ``state`` differs from the
+    stored one and is not older; ``expect`` publishes only if the stored state equals
+    ``expect``; ``silent`` stores ``state`` without publishing (priming). An empty ``state``
+    removes the entry.
+    """
+
+    type: str
+    payload: dict[str, Any]
+    key: str
+    state: str
+    mode: str = "always"
+    expect: str = ""
+
+
+def _should_publish(pub: Publication, current: str) -> bool:
+    if pub.mode in ("always", "silent"):
+        return True
+    if pub.mode == "expect":
+        return current == pub.expect
+    if not current:
+        return True
+    cur_version, cur_digest, _ = current.split("|", 2)
+    new_version, new_digest, _ = pub.state.split("|", 2)
+    return cur_digest != new_digest and int(cur_version) <= int(new_version)
+
+
+def replay_range(after: int, current: int, oldest: int | None) -> bool:
+    """Whether events after ``after`` can be replayed from a history starting at ``oldest``."""
+    if after == current:
+        return True
+    if after > current:
+        return False  # a position from another epoch (the counter was reset)
+    return oldest is not None and oldest <= after + 1
+
+
+class _FailureLog:
+    """Log a failing bus once, not once per event, and say when it recovers."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    def failed(self, what: str, exc: Exception) -> None:
+        if not self.failing:
+            self.failing = True
+            logger.error("Live event bus unavailable (%s): %s. Events are not delivered until it recovers.", what, exc)
+
+    def ok(self) -> None:
+        if self.failing:
+            self.failing = False
+            logger.warning("Live event bus recovered.")
+
+
+class LocalBus:
+    """The whole bus inside one process (no Redis)."""
+
+    def __init__(self, history_size: int) -> None:
+        self._lock = threading.Lock()
+        self._seq = time.time_ns() // 1000
+        self._history: deque[tuple[int, str]] = deque(maxlen=history_size)
+        self._state: dict[str, str] = {}
+        self._queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str | None]]] = []
+        self._clients: dict[str, int] = {}
+
+    def publish(self, publications: list[Publication]) -> list[int]:
+        seqs = []
+        with self._lock:
+            for pub in publications:
+                if not _should_publish(pub, self._state.get(pub.key, "")):
+                    continue
+                if pub.state:
+                    self._state[pub.key] = pub.state
+                else:
+                    self._state.pop(pub.key, None)
+                if pub.mode == "silent":
+                    continue
+                self._seq += 1
+                frame = number(body(pub.type, pub.payload), self._seq)
+                self._history.append((self._seq, frame))
+                for loop, queue in self._queues:
+                    loop.call_soon_threadsafe(queue.put_nowait, frame)
+                seqs.append(self._seq)
+        return seqs
+
+    def state(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._state)
+
+    def current_seq(self) -> int:
+        return self._seq
+
+    async def frames(self) -> AsyncIterator[str | None]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        entry = (asyncio.get_running_loop(), queue)
+        with self._lock:
+            self._queues.append(entry)
+        try:
+            yield None  # subscribed
+            while True:
+                yield await queue.get()
+        finally:
+            with self._lock:
+                self._queues.remove(entry)
+
+    async def history_after(self, after: int) -> tuple[int, list[str] | None]:
+        with self._lock:
+            oldest = self._history[0][0] if self._history else None
+            if not replay_range(after, self._seq, oldest):
+                return self._seq, None
+            return self._seq, [frame for seq, frame in self._history if seq > after]
+
+    async def report_clients(self, count: int) -> None:
+        self._clients[PROCESS_ID] = count
+
+    def client_count(self) -> int:
+        return sum(self._clients.values())
+
+    def ping(self) -> None:
+        """The local bus is always reachable."""
+
+
+# Publishes a batch atomically. KEYS: seq, history, state. ARGV: history size, channel,
+# then five values per publication: mode, key, state, expect, body (a frame without seq).
+_PUBLISH_LUA = """
+local out = {}
+for i = 3, #ARGV, 5 do
+  local mode, key, state, expect, body = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local go = true
+  if mode == 'expect' then
+    go = (redis.call('HGET', KEYS[3], key) or '') == expect
+  elseif mode == 'changed' then
+    local cur = redis.call('HGET', KEYS[3], key)
+    if cur then
+      local cv, cd = string.match(cur, '^(%d+)|([^|]*)|')
+      local nv, nd = string.match(state, '^(%d+)|([^|]*)|')
+      go = cd ~= nd and tonumber(cv) <= tonumber(nv)
+    end
+  end
+  if go then
+    if state == '' then redis.call('HDEL', KEYS[3], key) else redis.call('HSET', KEYS[3], key, state) end
+    if mode ~= 'silent' then
+      if redis.call('EXISTS', KEYS[1]) == 0 then
+        local t = redis.call('TIME')
+        redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2])))
+      end
+      local seq = redis.call('INCR', KEYS[1])
+      local frame = '{"seq":' .. string.format('%d', seq) .. ',' .. string.sub(body, 2)
+      redis.call('ZADD', KEYS[2], seq, frame)
+      redis.call('PUBLISH', ARGV[2], frame)
+      out[#out + 1] = seq
+    end
+  end
+end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[1]) + 1))
+return out
+"""
+
+
+class RedisBus:
+    """The bus shared by every process through Redis."""
+
+    prefix = "rayanpbx:live:"
+
+    def __init__(self, url: str, history_size: int) -> None:
+        import redis
+
+        self.url = url
+        self.history_size = history_size
+        self.seq_key = self.prefix + "seq"
+        self.history_key = self.prefix + "history"
+        self.state_key = self.prefix + "state"
+        self.channel = self.prefix + "events"
+        self.clients_prefix = self.prefix + "clients:"
+        self._sync = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._script = self._sync.register_script(_PUBLISH_LUA)
+        self._failures = _FailureLog()
+        self._async: Any = None
+
+    # --- called from request threads (sync) -------------------------------------------
+
+    def publish(self, publications: list[Publication]) -> list[int]:
+        from redis.exceptions import RedisError
+
+        if not publications:
+            return []
+        args: list[Any] = [self.history_size, self.channel]
+        for pub in publications:
+            args += [pub.mode, pub.key, pub.state, pub.expect, body(pub.type, pub.payload)]
+        try:
+            seqs = self._script(keys=[self.seq_key, self.history_key, self.state_key], args=args)
+        except RedisError as exc:
+            self._failures.failed("publish", exc)
+            return []
+        self._failures.ok()
+        return [int(s) for s in seqs]
+
+    def state(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self._sync.hgetall(self.state_key).items()}
+
+    def current_seq(self) -> int:
+        return int(self._sync.get(self.seq_key) or 0)
+
+    def client_count(self) -> int:
+        keys = list(self._sync.scan_iter(match=self.clients_prefix + "*", count=500))
+        return sum(int(v) for v in self._sync.mget(keys) if v is not None) if keys else 0
+
+    def ping(self) -> None:
+        self._sync.ping()
+
+    # --- called from the hub (async) --------------------------------------------------
+
+    def _client(self) -> Any:
+        if self._async is None:
+            import redis.asyncio
+
+            self._async = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
+        return self._async
+
+    async def frames(self) -> AsyncIterator[str | None]:
+        """Frames from the pub/sub channel; ``None`` after every (re)subscription."""
+        import redis.asyncio
+        from redis.exceptions import RedisError
+
+        delay = 0.2
+        while True:
+            # No read timeout on the subscriber: it waits as long as the stream is quiet.
+            client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=None)
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    self._failures.ok()
+                    delay = 0.2
+                    yield None
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            yield message["data"].decode()
+            except (RedisError, OSError) as exc:
+                self._failures.failed("subscribe", exc)
+            finally:
+                await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def history_after(self, after: int) -> tuple[int, list[str] | None]:
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.get(self.seq_key)
+            pipe.zrange(self.history_key, 0, 0, withscores=True)
+            pipe.zrangebyscore(self.history_key, f"({after}", "+inf")
+            current, oldest, frames = await pipe.execute()
+        current = int(current or 0)
+        oldest_seq = int(oldest[0][1]) if oldest else None
+        if not replay_range(after, current, oldest_seq):
+            return current, None
+        return current, [f.decode() for f in frames]
+
+    async def report_clients(self, count: int) -> None:
+        await self._client().set(self.clients_prefix + PROCESS_ID, count, ex=15)
+
+
+_bus: LocalBus | RedisBus | None = None
+_bus_lock = threading.Lock()
+
+
+def get_bus() -> LocalBus | RedisBus:
+    """The process's bus, built from settings on first use."""
+    global _bus
+    with _bus_lock:
+        if _bus is None:
+            if settings.REDIS_URL:
+                _bus = RedisBus(settings.REDIS_URL, settings.LIVE_HISTORY_SIZE)
+            else:
+                _bus = LocalBus(settings.LIVE_HISTORY_SIZE)
+        return _bus
+
+
+def reset_bus() -> None:
+    """Forget the process's bus (tests that switch settings)."""
+    global _bus
+    with _bus_lock:
+        _bus = None

@@ -1,0 +1,1 @@
+"""RayanPBX: a live web admin for an Asterisk PBX."""

@@ -1,0 +1,1 @@
+"""What every REST endpoint shares: auth, permissions, errors, pagination, base classes."""

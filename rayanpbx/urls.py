@@ -1,0 +1,35 @@
+"""URL map: pages, REST API (``/api``), OpenAPI schema and docs, admin, health."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from extensions.views import ExtensionViewSet
+from live.views import health
+from rayanpbx.api import auth
+from trunks.views import TrunkViewSet
+
+router = SimpleRouter()
+router.trailing_slash = "/?"  # both /api/extensions and /api/extensions/ answer
+router.register("extensions", ExtensionViewSet)
+router.register("trunks", TrunkViewSet)
+
+api_urlpatterns = [
+    re_path(r"^auth/login/?$", auth.LoginView.as_view(), name="auth-login"),
+    re_path(r"^auth/refresh/?$", auth.RefreshView.as_view(), name="auth-refresh"),
+    re_path(r"^auth/logout/?$", auth.LogoutView.as_view(), name="auth-logout"),
+    re_path(r"^auth/user/?$", auth.CurrentUserView.as_view(), name="auth-user"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include(router.urls)),
+]
+
+urlpatterns = [
+    path("api/", include(api_urlpatterns)),
+    path("admin/", admin.site.urls),
+    path("health", health, name="health"),
+]
+
+handler404 = "rayanpbx.api.errors.handler404"
+handler500 = "rayanpbx.api.errors.handler500"

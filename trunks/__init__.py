@@ -1,0 +1,1 @@
+"""SIP trunks: the links to providers and other PBXs."""

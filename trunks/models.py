@@ -1,0 +1,64 @@
+"""The Trunk model: one SIP link to a provider or another PBX."""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from live.querysets import LiveQuerySet
+from rayanpbx.sip import MAX_SECRET_LENGTH, Transport, validate_codecs, validate_host
+
+_context_validator = RegexValidator(
+    r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid"
+)
+
+
+def default_trunk_codecs() -> list[str]:
+    return ["ulaw", "alaw"]
+
+
+class Trunk(models.Model):
+    class Type(models.TextChoices):
+        PEER = "peer", "Peer"
+        FRIEND = "friend", "Friend"
+        USER = "user", "User"
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid")],
+    )
+    type = models.CharField(max_length=6, choices=Type.choices, default=Type.PEER)
+    host = models.CharField(max_length=253, validators=[validate_host], help_text="Hostname or IP address.")
+    port = models.PositiveIntegerField(default=5060, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    username = models.CharField(max_length=64, blank=True, default="")
+    secret = models.CharField(max_length=MAX_SECRET_LENGTH, help_text="The SIP password.")
+    enabled = models.BooleanField(default=True)
+    transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
+    codecs = models.JSONField(default=default_trunk_codecs, validators=[validate_codecs])
+    context = models.CharField(max_length=64, default="from-trunk", validators=[_context_validator])
+    priority = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="1 is tried first."
+    )
+    prefix = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        validators=[RegexValidator(r"^[0-9+*#]*$", "Use only digits, '+', '*' and '#'.", code="invalid")],
+        help_text="Dial prefix that routes calls to this trunk.",
+    )
+    strip_digits = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(20)])
+    max_channels = models.PositiveIntegerField(
+        default=0, validators=[MaxValueValidator(10000)], help_text="Concurrent calls allowed; 0 is unlimited."
+    )
+    notes = models.TextField(blank=True, default="", max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LiveQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
