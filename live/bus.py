@@ -120,8 +120,11 @@ class LocalBus:
                 self._seq += 1
                 frame = number(body(pub.type, pub.payload), self._seq)
                 self._history.append((self._seq, frame))
-                for loop, queue in self._queues:
-                    loop.call_soon_threadsafe(queue.put_nowait, frame)
+                for loop, queue in list(self._queues):
+                    try:
+                        loop.call_soon_threadsafe(queue.put_nowait, frame)
+                    except RuntimeError:  # that listener's event loop is closed
+                        self._queues.remove((loop, queue))
                 seqs.append(self._seq)
         return seqs
 
@@ -130,6 +133,9 @@ class LocalBus:
             return dict(self._state)
 
     def current_seq(self) -> int:
+        return self._seq
+
+    async def position(self) -> int:
         return self._seq
 
     async def frames(self) -> AsyncIterator[str | None]:
@@ -143,7 +149,8 @@ class LocalBus:
                 yield await queue.get()
         finally:
             with self._lock:
-                self._queues.remove(entry)
+                if entry in self._queues:
+                    self._queues.remove(entry)
 
     async def history_after(self, after: int) -> tuple[int, list[str] | None]:
         with self._lock:
@@ -202,11 +209,10 @@ return out
 class RedisBus:
     """The bus shared by every process through Redis."""
 
-    prefix = "rayanpbx:live:"
-
-    def __init__(self, url: str, history_size: int) -> None:
+    def __init__(self, url: str, history_size: int, prefix: str = "rayanpbx:") -> None:
         import redis
 
+        self.prefix = prefix + "live:"
         self.url = url
         self.history_size = history_size
         self.seq_key = self.prefix + "seq"
@@ -217,7 +223,7 @@ class RedisBus:
         self._sync = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._script = self._sync.register_script(_PUBLISH_LUA)
         self._failures = _FailureLog()
-        self._async: Any = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     # --- called from request threads (sync) -------------------------------------------
 
@@ -253,11 +259,16 @@ class RedisBus:
     # --- called from the hub (async) --------------------------------------------------
 
     def _client(self) -> Any:
-        if self._async is None:
+        """An async client for the running event loop (clients cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
             import redis.asyncio
 
-            self._async = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
-        return self._async
+            self._async = (loop, redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5))
+        return self._async[1]
+
+    async def position(self) -> int:
+        return int(await self._client().get(self.seq_key) or 0)
 
     async def frames(self) -> AsyncIterator[str | None]:
         """Frames from the pub/sub channel; ``None`` after every (re)subscription."""
@@ -310,7 +321,7 @@ def get_bus() -> LocalBus | RedisBus:
     with _bus_lock:
         if _bus is None:
             if settings.REDIS_URL:
-                _bus = RedisBus(settings.REDIS_URL, settings.LIVE_HISTORY_SIZE)
+                _bus = RedisBus(settings.REDIS_URL, settings.LIVE_HISTORY_SIZE, settings.REDIS_KEY_PREFIX)
             else:
                 _bus = LocalBus(settings.LIVE_HISTORY_SIZE)
         return _bus

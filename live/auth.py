@@ -1,0 +1,104 @@
+"""Who is on a WebSocket: a simplejwt access token, or the page's Django session.
+
+The token is looked for, in this order, in:
+
+1. ``Sec-WebSocket-Protocol``: the browser offers ``["rayanpbx", "bearer.<JWT>"]``; the
+   server answers with ``rayanpbx`` only, so the token stays out of URLs and logs;
+2. ``Authorization: Bearer <JWT>``;
+3. the ``rayanpbx_access`` cookie;
+4. the seed's ``?token=<JWT>`` query parameter (kept for compatibility; never logged).
+
+Without a token, a logged-in Django session (the web pages) is used. The outcome is a
+``Credentials`` in ``scope["live_auth"]``; the consumer closes with its code on failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import AccessToken
+
+SUBPROTOCOL = "rayanpbx"
+TOKEN_SUBPROTOCOL_PREFIX = "bearer."
+TOKEN_COOKIE = "rayanpbx_access"
+
+#: Close codes, so a browser can tell "log in again" from "network trouble".
+CLOSE_NO_TOKEN = 4001  # no credentials, or an invalid/forged token
+CLOSE_EXPIRED = 4002  # the token expired (before connecting or while connected)
+CLOSE_FORBIDDEN = 4003  # valid token, but the user is inactive, gone, or another user's token
+
+
+@dataclass
+class Credentials:
+    user: AbstractBaseUser | None
+    close_code: int | None = None
+    reason: str = ""
+    #: Unix time the token expires, or None (session: lives as long as the session).
+    expires_at: float | None = None
+
+
+def find_token(scope: dict[str, Any]) -> str | None:
+    for protocol in scope.get("subprotocols", []):
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return protocol[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    cookie = scope.get("cookies", {}).get(TOKEN_COOKIE)
+    if cookie:
+        return cookie
+    tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return tokens[0] if tokens else None
+
+
+@database_sync_to_async
+def _active_user(user_id: Any) -> AbstractBaseUser | None:
+    user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
+    return user if user is not None and user.is_active else None
+
+
+async def check_token(raw: str, *, expected_user: AbstractBaseUser | None = None) -> Credentials:
+    """Validate an access token; with ``expected_user``, it must belong to that user."""
+    try:
+        token = AccessToken(raw)
+    except ExpiredTokenError:
+        return Credentials(None, CLOSE_EXPIRED, "token expired")
+    except TokenError:
+        return Credentials(None, CLOSE_NO_TOKEN, "invalid token")
+    user = await _active_user(token.get(api_settings.USER_ID_CLAIM))
+    if user is None:
+        return Credentials(None, CLOSE_FORBIDDEN, "user inactive or unknown")
+    if expected_user is not None and user.pk != expected_user.pk:
+        return Credentials(None, CLOSE_FORBIDDEN, "token of another user")
+    return Credentials(user, expires_at=float(token["exp"]))
+
+
+async def authenticate(scope: dict[str, Any]) -> Credentials:
+    raw = find_token(scope)
+    if raw:
+        return await check_token(raw)
+    if "session" in scope:
+        user = await get_user(scope)
+        if user.is_authenticated and user.is_active:
+            return Credentials(user)
+    return Credentials(None, CLOSE_NO_TOKEN, "no credentials")
+
+
+class CredentialsMiddleware:
+    """Puts ``Credentials`` into ``scope["live_auth"]`` for the WebSocket consumer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return await self.app({**scope, "live_auth": await authenticate(scope)}, receive, send)

@@ -1,0 +1,48 @@
+"""Refuse WebSocket handshakes from foreign origins (the seed allowed every origin).
+
+A browser always sends ``Origin``; it must be the site's own (same host and port as the
+``Host`` header) or listed in ``WS_ALLOWED_ORIGINS``. Anything else gets HTTP 403 at the
+handshake and is never accepted. Clients that are not browsers send no ``Origin`` and are
+judged by their token alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return True
+    if origin.rstrip("/") in {o.rstrip("/") for o in settings.LIVE_WS_ALLOWED_ORIGINS}:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    host = _header(scope, b"host")
+    return host is not None and parts.netloc.lower() == host.lower()
+
+
+class OriginGuard:
+    """ASGI middleware: close foreign-origin handshakes before the app sees them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "websocket" and not origin_allowed(scope):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 403})
+            return None
+        return await self.app(scope, receive, send)
