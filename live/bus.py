@@ -268,7 +268,12 @@ class RedisBus:
         return self._async[1]
 
     async def position(self) -> int:
-        return int(await self._client().get(self.seq_key) or 0)
+        """The last seq issued, creating the counter (from the clock) if there is none yet."""
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.set(self.seq_key, time.time_ns() // 1000, nx=True)
+            pipe.get(self.seq_key)
+            _, current = await pipe.execute()
+        return int(current)
 
     async def frames(self) -> AsyncIterator[str | None]:
         """Frames from the pub/sub channel; ``None`` after every (re)subscription."""

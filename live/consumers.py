@@ -26,7 +26,7 @@ from live.hub import get_hub
 logger = logging.getLogger(__name__)
 
 CLOSE_TOO_BIG = 1009
-CLOSE_POLICY = 1008  # flooding: more client frames than the rate limit allows
+CLOSE_FLOOD = 4008  # more client frames than the rate limit allows (daphne cannot send 1008)
 
 #: Client frames allowed: a burst of ``RATE_BURST``, refilled at ``RATE_PER_SECOND``.
 RATE_BURST = 30
@@ -142,7 +142,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self._take_token():
-            await self.close(CLOSE_POLICY)
+            await self.close(CLOSE_FLOOD)
             return
         raw = text_data if text_data is not None else bytes_data or b""
         if len(raw) > settings.LIVE_MAX_CLIENT_FRAME:
