@@ -6,7 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from live.querysets import LiveQuerySet
-from rayanpbx.sip import MAX_SECRET_LENGTH, Transport, validate_codecs
+from rayanpbx.sip import MAX_SECRET_LENGTH, WIDEBAND_CODECS, Transport, validate_codecs
 
 _context_validator = RegexValidator(
     r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid"
@@ -21,7 +21,7 @@ class Extension(models.Model):
     extension_number = models.CharField(
         max_length=10,
         unique=True,
-        validators=[RegexValidator(r"^\d{2,10}$", "Use 2 to 10 digits.", code="invalid")],
+        validators=[RegexValidator(r"^[0-9]{2,10}\Z", "Use 2 to 10 digits (0-9).", code="invalid")],
         help_text="The number dialled to reach this phone: 2 to 10 digits.",
     )
     name = models.CharField(max_length=100)
@@ -51,3 +51,8 @@ class Extension(models.Model):
 
     def __str__(self) -> str:
         return f"{self.extension_number} ({self.name})"
+
+    @property
+    def hd(self) -> bool:
+        """Whether a wideband ("HD") codec is allowed."""
+        return bool(WIDEBAND_CODECS.intersection(self.codecs or []))

@@ -1,16 +1,26 @@
 """The REST representation of an extension."""
 
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from rayanpbx.api.serializers import SipAccountSerializer
-from rayanpbx.sip import WIDEBAND_CODECS
 
 from extensions.models import Extension
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Desk phone",
+            summary="A desk phone (secret omitted: one is generated)",
+            value={"extension_number": "101", "name": "Reception desk", "email": "reception@example.com"},
+            request_only=True,
+        )
+    ]
+)
 class ExtensionSerializer(SipAccountSerializer):
     secret_identifiers = ("extension_number",)
-    hd = serializers.SerializerMethodField(help_text="Whether a wideband (HD) codec is allowed.")
+    hd = serializers.BooleanField(read_only=True, help_text="Whether a wideband (HD) codec is allowed.")
 
     class Meta:
         model = Extension
@@ -35,6 +45,3 @@ class ExtensionSerializer(SipAccountSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
-
-    def get_hd(self, obj: Extension) -> bool:
-        return bool(WIDEBAND_CODECS.intersection(obj.codecs or []))

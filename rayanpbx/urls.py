@@ -26,6 +26,7 @@ api_urlpatterns = [
 ]
 
 urlpatterns = [
+    path("", include("rayanpbx.pages")),
     path("api/", include(api_urlpatterns)),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),

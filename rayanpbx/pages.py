@@ -1,0 +1,109 @@
+"""The web pages: login, logout, dashboard, and the extensions and trunks lists.
+
+Pages are server-rendered; each list row comes from one template include, served whole
+(``/extensions/``) and one row at a time (``/extensions/<id>/row``) so the page can put a
+live-updated row in place without re-fetching the list. Writes go through the REST API
+with the session cookie and CSRF token; no token is ever handed to page scripts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.db import models
+from django.db.models.functions import Length, Lower
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import path
+from django.views.decorators.http import require_GET
+
+from extensions.models import Extension
+from live.publisher import current_counts
+from rayanpbx.sip import CODECS, WIDEBAND_CODECS, Transport
+from trunks.models import Trunk
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One list page: its model, templates and what the page script needs to know."""
+
+    model: type[models.Model]
+    slug: str  # URL segment and API collection: "extensions"
+    topic: str  # live event prefix: "extension"
+    title: str
+    ordering: tuple[Any, ...]
+
+    def rows(self) -> models.QuerySet:
+        return self.model.objects.order_by(*self.ordering)
+
+    def context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        return {
+            "page": self,
+            "can_edit": request.user.is_staff,
+            "codecs": CODECS,
+            "default_codecs": self.model._meta.get_field("codecs").get_default(),
+            "wideband": sorted(WIDEBAND_CODECS),
+            "transports": Transport.choices,
+            **extra,
+        }
+
+
+# Numbers sort as numbers (2 before 10), names without regard to case: the same order the
+# page script keeps when it inserts a live-created row (see the rows' data-k-* keys).
+EXTENSIONS = ListPage(Extension, "extensions", "extension", "Extensions", (Length("extension_number"), "extension_number"))
+TRUNKS = ListPage(Trunk, "trunks", "trunk", "Trunks", ("priority", Lower("name")))
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "dashboard.html", {"counts": current_counts()})
+
+
+def list_view(page: ListPage):  # noqa: ANN201 (a view factory)
+    @login_required
+    @require_GET
+    def view(request: HttpRequest) -> HttpResponse:
+        return render(request, f"{page.slug}/list.html", page.context(request, rows=page.rows()))
+
+    return view
+
+
+def rows_view(page: ListPage):  # noqa: ANN201
+    @login_required
+    @require_GET
+    def view(request: HttpRequest) -> HttpResponse:
+        return render(request, f"{page.slug}/_rows.html", page.context(request, rows=page.rows()))
+
+    return view
+
+
+def row_view(page: ListPage):  # noqa: ANN201
+    @login_required
+    @require_GET
+    def view(request: HttpRequest, pk: int) -> HttpResponse:
+        row = get_object_or_404(page.model, pk=pk)
+        return render(request, f"{page.slug}/_row.html", page.context(request, row=row))
+
+    return view
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "login.html"
+    redirect_authenticated_user = True
+
+
+urlpatterns = [
+    path("", dashboard, name="dashboard"),
+    path("login/", LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+]
+for _page in (EXTENSIONS, TRUNKS):
+    urlpatterns += [
+        path(f"{_page.slug}/", list_view(_page), name=_page.slug),
+        path(f"{_page.slug}/rows", rows_view(_page), name=f"{_page.slug}-rows"),
+        path(f"{_page.slug}/<int:pk>/row", row_view(_page), name=f"{_page.slug}-row"),
+    ]

@@ -1,0 +1,26 @@
+/**
+ * The one entry module: starts the live connection and the page's own module, chosen by
+ * <body data-page>. Each page module exports init(live).
+ */
+import { LiveConnection, liveUrl } from "./live.js";
+import { initStatus } from "./ui.js";
+
+const PAGES = {
+  dashboard: () => import("./dashboard.js"),
+  extensions: () => import("./listpage.js"),
+  trunks: () => import("./listpage.js"),
+};
+
+async function main() {
+  const page = document.body.dataset.page;
+  if (!PAGES[page]) return; // the login page has no live connection
+  const live = new LiveConnection({ url: liveUrl() });
+  initStatus(live);
+  document.getElementById("logout-form")?.addEventListener("submit", () => live.close());
+  window.addEventListener("pagehide", () => live.close());
+  const module = await PAGES[page]();
+  module.init(live);
+  live.connect();
+}
+
+main();

@@ -1,0 +1,300 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright.
+
+Two browser contexts follow each other's changes (and the REST API's) without a reload,
+on the embedded default (one server) and on Redis with two daphne processes (one browser
+on each). Screenshots of every page at desktop and phone widths go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import missing, redis_url
+from tests.stack import ADMIN_PASSWORD, Server, Stack
+
+pytestmark = [pytest.mark.services, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(__file__).parent / "artifacts" / "screenshots"
+LIVE = 5000  # ms a live change may take to show (generous: this is not a timing test)
+READER_PASSWORD = "reader-password-1234"
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not os.path.exists(CHROMIUM):
+        missing("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis"])
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A deployment with two servers for the two browsers (the same one when embedded)."""
+    url = redis_url() if request.param == "redis" else None
+    stack = Stack(tmp_path_factory.mktemp(f"ui-{request.param}"), redis_url=url)
+    stack.shell(
+        "from django.contrib.auth import get_user_model\n"
+        f"get_user_model().objects.create_user('reader', password='{READER_PASSWORD}')\n"
+    )
+    first = stack.start_server()
+    stack.servers = [first, stack.start_server() if url else first]
+    stack.mode = request.param
+    yield stack
+    stack.close()
+
+
+def open_page(browser, server: Server, path: str, *, user: str = "admin", password: str = ADMIN_PASSWORD, viewport=None):
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 860})
+    page = context.new_page()
+    page.goto(f"{server.http}/login/?next={path}")
+    page.fill("#id_username", user)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "connected", timeout=LIVE)
+    page.evaluate("window.__noReload = true")  # gone if the page ever reloads
+    return page
+
+
+def assert_not_reloaded(page) -> None:
+    assert page.evaluate("window.__noReload === true")
+
+
+def row(page, topic: str, pk: int):
+    return page.locator(f"#{topic}-{pk}")
+
+
+# --- the lists follow every change --------------------------------------------------------
+
+
+def test_extensions_follow_changes_from_everywhere(browser, site: Stack) -> None:
+    a = open_page(browser, site.servers[0], "/extensions/")
+    b = open_page(browser, site.servers[1], "/extensions/")
+    # Create in A, through the dialog.
+    a.click("[data-action=create]")
+    a.fill("#f-extension_number", "3101")
+    a.fill("#f-name", "Front desk")
+    a.click("#save-button")
+    expect(a.locator("#secret-dialog")).to_be_visible()
+    assert len(a.locator("#secret-value").inner_text()) >= 16
+    a.click("#secret-dialog button[type=submit]")
+    created = b.locator("tr", has_text="Front desk")
+    expect(created).to_be_visible(timeout=LIVE)
+    pk = int(created.get_attribute("data-id"))
+    # Rename in A.
+    row(a, "extension", pk).locator("[data-action=edit]").click()
+    expect(a.locator("#f-extension_number")).to_have_value("3101")
+    a.fill("#f-name", "Lobby phone")
+    a.click("#save-button")
+    expect(row(b, "extension", pk)).to_contain_text("Lobby phone", timeout=LIVE)
+    # Toggle in A.
+    row(a, "extension", pk).locator("[data-action=toggle]").click()
+    expect(row(b, "extension", pk).locator("[data-action=toggle]")).to_have_attribute("aria-checked", "false", timeout=LIVE)
+    # Change through the REST API: both pages follow.
+    token = site.login(site.servers[0])
+    site.request(site.servers[0], "PATCH", f"/api/extensions/{pk}", {"name": "Renamed by API"}, token)
+    for page in (a, b):
+        expect(row(page, "extension", pk)).to_contain_text("Renamed by API", timeout=LIVE)
+    # A created row lands in its sorted place (numbers sort as numbers).
+    site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "99", "name": "Sorted"}, token)
+    expect(b.locator("#rows tr").first).to_contain_text("Sorted", timeout=LIVE)
+    # Delete in A, with the confirmation.
+    row(a, "extension", pk).locator("[data-action=delete]").click()
+    expect(a.locator("#confirm-dialog")).to_be_visible()
+    a.click("#confirm-button")
+    for page in (a, b):
+        expect(row(page, "extension", pk)).to_have_count(0, timeout=LIVE)
+    assert_not_reloaded(a), assert_not_reloaded(b)
+    a.context.close(), b.context.close()
+
+
+def test_trunks_follow_changes_from_everywhere(browser, site: Stack) -> None:
+    a = open_page(browser, site.servers[0], "/trunks/")
+    b = open_page(browser, site.servers[1], "/trunks/")
+    a.click("[data-action=create]")
+    a.fill("#f-name", "carrier-ui")
+    a.fill("#f-host", "sip.carrier.example")
+    a.fill("#f-username", "acct5512")
+    a.fill("#f-secret", "A-strong-trunk-secret-9")
+    a.click("#save-button")
+    created = b.locator("tr", has_text="carrier-ui")
+    expect(created).to_be_visible(timeout=LIVE)
+    pk = int(created.get_attribute("data-id"))
+    expect(a.locator("#secret-dialog")).to_be_hidden()  # a supplied secret is not shown back
+    row(a, "trunk", pk).locator("[data-action=edit]").click()
+    a.fill("#f-host", "10.20.30.40")
+    a.click("#save-button")
+    expect(row(b, "trunk", pk)).to_contain_text("10.20.30.40", timeout=LIVE)
+    row(b, "trunk", pk).locator("[data-action=toggle]").click()
+    expect(row(a, "trunk", pk).locator("[data-action=toggle]")).to_have_attribute("aria-checked", "false", timeout=LIVE)
+    token = site.login(site.servers[0])
+    site.request(site.servers[0], "DELETE", f"/api/trunks/{pk}", None, token)
+    for page in (a, b):
+        expect(row(page, "trunk", pk)).to_have_count(0, timeout=LIVE)
+    assert_not_reloaded(a), assert_not_reloaded(b)
+    a.context.close(), b.context.close()
+
+
+def test_dashboard_counts_change_live(browser, site: Stack) -> None:
+    page = open_page(browser, site.servers[1], "/")
+    total = page.locator("[data-count=extensions_total]")
+    enabled = page.locator("[data-count=extensions]")
+    before_total, before_enabled = int(total.inner_text()), int(enabled.inner_text())
+    token = site.login(site.servers[0])
+    _, created = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3201", "name": "Count me"}, token)
+    expect(total).to_have_text(str(before_total + 1), timeout=LIVE)
+    expect(enabled).to_have_text(str(before_enabled + 1), timeout=LIVE)
+    site.request(site.servers[0], "POST", f"/api/extensions/{created['id']}/toggle", None, token)
+    expect(enabled).to_have_text(str(before_enabled), timeout=LIVE)
+    expect(page.locator("#activity li").first).to_contain_text("Extension 3201", timeout=LIVE)
+    assert_not_reloaded(page)
+    page.context.close()
+
+
+def test_validation_errors_show_next_to_fields(browser, site: Stack) -> None:
+    page = open_page(browser, site.servers[0], "/extensions/")
+    count = page.locator("#rows tr").count()
+    page.click("[data-action=create]")
+    page.fill("#f-extension_number", "12ab")
+    page.fill("#f-name", "Bad number")
+    page.fill("#f-secret", "short")
+    page.click("#save-button")
+    expect(page.locator("[data-error-for=extension_number]")).not_to_be_empty()
+    expect(page.locator("[data-error-for=secret]")).to_contain_text("12 characters")
+    expect(page.locator("#f-extension_number")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#edit-dialog")).to_be_visible()
+    assert page.locator("#rows tr").count() == count
+    page.context.close()
+
+
+def test_row_being_edited_is_never_overwritten_silently(browser, site: Stack) -> None:
+    token = site.login(site.servers[0])
+    _, ext = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3301", "name": "Original"}, token)
+    page = open_page(browser, site.servers[1], "/extensions/")
+    row(page, "extension", ext["id"]).locator("[data-action=edit]").click()
+    page.fill("#f-name", "My unsaved edit")
+    site.request(site.servers[0], "PATCH", f"/api/extensions/{ext['id']}", {"name": "Changed elsewhere"}, token)
+    expect(page.locator("#edit-conflict")).to_be_visible(timeout=LIVE)
+    expect(page.locator("#edit-conflict")).to_contain_text("changed")
+    expect(page.locator("#f-name")).to_have_value("My unsaved edit")
+    expect(row(page, "extension", ext["id"])).to_contain_text("Changed elsewhere")
+    page.click("[data-action=reload-form]")
+    expect(page.locator("#f-name")).to_have_value("Changed elsewhere")
+    page.context.close()
+
+
+def test_read_only_user_sees_no_edit_controls_and_cannot_write(browser, site: Stack) -> None:
+    token = site.login(site.servers[0])
+    _, ext = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3401", "name": "Visible"}, token)
+    page = open_page(browser, site.servers[0], "/extensions/", user="reader", password=READER_PASSWORD)
+    expect(row(page, "extension", ext["id"])).to_be_visible()
+    for selector in ("[data-action=create]", "[data-action=edit]", "[data-action=delete]", "[data-action=toggle]", "#edit-dialog"):
+        expect(page.locator(selector)).to_have_count(0)
+    status = page.evaluate(
+        """async (id) => {
+            const csrf = document.querySelector('input[name=csrfmiddlewaretoken]').value;
+            const r = await fetch(`/api/extensions/${id}`, {method: 'DELETE', headers: {'X-CSRFToken': csrf}});
+            return r.status;
+        }""",
+        ext["id"],
+    )
+    assert status == 403
+    expect(row(page, "extension", ext["id"])).to_be_visible()
+    page.context.close()
+
+
+def test_cookie_write_without_csrf_token_is_refused(browser, site: Stack) -> None:
+    page = open_page(browser, site.servers[0], "/extensions/")
+    status = page.evaluate(
+        """async () => (await fetch('/api/extensions', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                         body: JSON.stringify({extension_number: '3501', name: 'no csrf'})})).status"""
+    )
+    assert status == 403
+    page.context.close()
+
+
+def test_logout_closes_the_socket(browser, site: Stack) -> None:
+    server = site.servers[0]
+    page = open_page(browser, server, "/extensions/")
+    page.wait_for_timeout(400)
+    with_page = site.request(server, "GET", "/health")[1]["clients"]
+    page.click("#logout-form button[type=submit]")
+    expect(page).to_have_url(f"{server.http}/login/", timeout=LIVE)
+    page.wait_for_timeout(600)
+    assert site.request(server, "GET", "/health")[1]["clients"] == with_page - 1
+    page.goto(f"{server.http}/extensions/")
+    expect(page).to_have_url(f"{server.http}/login/?next=/extensions/")
+    page.context.close()
+
+
+# --- surviving a server restart ----------------------------------------------------------
+
+
+def test_page_reconnects_after_restart_and_shows_what_changed(browser, site: Stack) -> None:
+    token = site.login(site.servers[0])
+    _, kept = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3601", "name": "Before"}, token)
+    watched = site.servers[1]
+    page = open_page(browser, watched, "/extensions/")
+    site.stop(watched.process)
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "reconnecting", timeout=LIVE)
+    expect(page.locator("#live-status")).to_contain_text("Reconnecting (attempt")
+    expect(page.locator("#stale-banner")).to_be_visible()
+    # Changes while this page's server is down: through the other server (Redis), or
+    # straight into the database (embedded: nobody is serving).
+    if site.mode == "redis":
+        site.request(site.servers[0], "PATCH", f"/api/extensions/{kept['id']}", {"name": "Changed while down"}, token)
+        site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3602", "name": "Born while down"}, token)
+    else:
+        site.shell(
+            "from extensions.models import Extension\n"
+            f"Extension.objects.filter(pk={kept['id']}).update(name='Changed while down')\n"
+            "Extension.objects.create(extension_number='3602', name='Born while down', secret='Strong-secret-123')\n"
+        )
+    restarted = site.start_server(port=watched.port)
+    site.servers[site.servers.index(watched)] = restarted
+    if site.mode == "embedded":
+        site.servers[0] = restarted
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "connected", timeout=20000)
+    expect(row(page, "extension", kept["id"])).to_contain_text("Changed while down", timeout=LIVE)
+    expect(page.locator("tr", has_text="Born while down")).to_be_visible(timeout=LIVE)
+    expect(page.locator("#stale-banner")).to_be_hidden()
+    assert_not_reloaded(page)
+    page.context.close()
+
+
+# --- how it looks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width,height,name", [(1280, 860, "desktop"), (390, 844, "phone")])
+def test_screenshots(browser, site: Stack, width: int, height: int, name: str) -> None:
+    token = site.login(site.servers[0])
+    for number, label in (("120", "Reception"), ("121", "Sales")):
+        site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": number, "name": label}, token)
+    site.request(site.servers[0], "POST", "/api/trunks", {"name": "carrier-shot", "host": "sip.example.net", "prefix": "9"}, token)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = open_page(browser, site.servers[0], "/", viewport={"width": width, "height": height})
+    for path, title in (("/", "dashboard"), ("/extensions/", "extensions"), ("/trunks/", "trunks")):
+        page.goto(site.servers[0].http + path)
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "connected", timeout=LIVE)
+        page.screenshot(path=ARTIFACTS / f"{site.mode}-{title}-{name}.png", full_page=True)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{title} scrolls sideways at {width}px"
+    page.goto(site.servers[0].http + "/extensions/")
+    page.click("[data-action=create]")
+    page.screenshot(path=ARTIFACTS / f"{site.mode}-extension-form-{name}.png")
+    page.context.close()
+    login = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    login.goto(site.servers[0].http + "/login/")
+    login.screenshot(path=ARTIFACTS / f"{site.mode}-login-{name}.png")
+    login.context.close()
