@@ -38,7 +38,9 @@ class Broadcast:
     def fingerprint(self, instance: models.Model) -> dict[str, Any]:
         """Every public column: what the poller compares to notice an outside change."""
         skip = set(self.private_fields) | {"created_at", "updated_at"}
-        return {f.attname: f.value_to_string(instance) for f in self.model._meta.concrete_fields if f.attname not in skip}
+        return {
+            f.attname: f.value_to_string(instance) for f in self.model._meta.concrete_fields if f.attname not in skip
+        }
 
 
 _registry: dict[type[models.Model], Broadcast] = {}

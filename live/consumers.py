@@ -44,6 +44,15 @@ def _query_int(scope: dict[str, Any], name: str) -> int | None:
     return value
 
 
+def _size(text_data: str | None, bytes_data: bytes | None) -> int:
+    """A frame's size on the wire in bytes (a text frame is UTF-8: a character may be 4)."""
+    if text_data is None:
+        return len(bytes_data or b"")
+    if len(text_data) > settings.LIVE_MAX_CLIENT_FRAME:  # too big whatever the encoding
+        return len(text_data)
+    return len(text_data.encode("utf-8", "surrogatepass"))
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     # Events arrive through the process's hub, not through a channel per socket: no
     # channel-layer alias means no per-socket channel, receive loop or Redis traffic.
@@ -54,7 +63,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
     replaying = True
     delivered = False
     resumed = False
+    #: Set once the server has closed the socket: nothing is sent or handled after that.
+    closed = False
     _expiry: asyncio.TimerHandle | None = None
+    _expiring: asyncio.Task[None] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections (a thread hop) before every message; this
@@ -81,14 +93,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
         hub = get_hub()
         await hub.start()
         resume_from = _query_int(self.scope, "last_seq")
+        # From ``add`` on the hub may deliver, even while the welcome is being sent: a
+        # resuming socket buffers from that moment, not only once ``_resume`` starts.
+        self.replaying, self._buffer, self._resync_to = resume_from is not None, [], None
         hub.add(self)
         user = {"id": self.user.pk, "username": self.user.get_username(), "is_staff": self.user.is_staff}
         if resume_from is None:
             self.last_seq = hub.last_seq
             self.replaying = False
-            await self.send(control("welcome", {"message": "Connected to RayanPBX live events", "user": user}, self.last_seq))
+            await self.send(
+                control("welcome", {"message": "Connected to RayanPBX live events", "user": user}, self.last_seq)
+            )
         else:
-            await self.send(control("welcome", {"message": "Connected to RayanPBX live events", "user": user}, max(resume_from, 0)))
+            await self.send(
+                control("welcome", {"message": "Connected to RayanPBX live events", "user": user}, max(resume_from, 0))
+            )
             await self._resume(resume_from)
 
     async def disconnect(self, code: int) -> None:
@@ -96,9 +115,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self._expiry is not None:
             self._expiry.cancel()
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close once. A closed socket leaves the hub and sends nothing more (RFC 6455: no
+        data after a close frame): no events after 4002, no answers after 1009 or 4008."""
+        if self.closed:
+            return
+        self.closed = True
+        get_hub().discard(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        await super().close(code, reason)
+
     # --- from the hub ---------------------------------------------------------------------
 
     async def deliver(self, seq: int, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
         if self.replaying:
             self._buffer.append((seq, message))
             return
@@ -109,6 +141,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.base_send(message)
 
     async def resync(self, seq: int) -> None:
+        if self.closed:
+            return
         if self.replaying:
             self._resync_to = seq
             return
@@ -117,9 +151,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _resume(self, after: int) -> None:
         """Send every event after ``after`` in order, then hand over to the live stream."""
-        self.replaying, self._buffer, self._resync_to = True, [], None
+        self.replaying = True  # keeps what ``connect`` may have buffered already
         self.resumed = True
-        current, frames = await get_hub().bus.history_after(after) if after >= 0 else (await get_hub().bus.position(), None)
+        current, frames = (
+            await get_hub().bus.history_after(after) if after >= 0 else (await get_hub().bus.position(), None)
+        )
+        if self.closed:  # expired while reading the history
+            return
         if frames is None:
             self.last_seq = current
             await self.send(control("resync", {"reason": "last_seq is older than the event history"}, current))
@@ -141,11 +179,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # --- from the client ------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closed:
+            return
         if not self._take_token():
             await self.close(CLOSE_FLOOD)
             return
-        raw = text_data if text_data is not None else bytes_data or b""
-        if len(raw) > settings.LIVE_MAX_CLIENT_FRAME:
+        if _size(text_data, bytes_data) > settings.LIVE_MAX_CLIENT_FRAME:
             await self.close(CLOSE_TOO_BIG)
             return
         if text_data is None:
@@ -153,7 +192,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep to decode
             await self._error("malformed", "Frames must be JSON objects.")
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
@@ -216,4 +255,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if expires_at is not None:
             delay = max(0.0, expires_at - time.time())
             loop = asyncio.get_running_loop()
-            self._expiry = loop.call_later(delay, lambda: loop.create_task(self.close(auth.CLOSE_EXPIRED)))
+            self._expiry = loop.call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        # Keep a reference: the event loop holds only a weak one to a running task.
+        self._expiring = asyncio.get_running_loop().create_task(self.close(auth.CLOSE_EXPIRED))

@@ -76,7 +76,7 @@ def body(type_: str, payload: dict[str, Any]) -> str:
 
 def number(body_json: str, seq: int) -> str:
     """Put ``seq`` first in a frame made by ``body`` (cheap: no re-encoding)."""
-    return '{"seq":%d,%s' % (seq, body_json[1:])
+    return f'{{"seq":{seq:d},{body_json[1:]}'
 
 
 def control(type_: ControlType, payload: dict[str, Any], seq: int) -> str:

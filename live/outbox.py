@@ -33,7 +33,7 @@ class Change:
 class _CommitHook:
     """Called by Django on commit; weak-referenceable so the batch can see it was dropped."""
 
-    __slots__ = ("batch", "change", "__weakref__")
+    __slots__ = ("__weakref__", "batch", "change")
 
     def __init__(self, batch: _Batch, change: Change) -> None:
         self.batch = batch

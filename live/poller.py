@@ -51,7 +51,9 @@ def poll_once() -> list[int]:
                 continue
             op = "updated" if current else "created"
             publications.append(
-                Publication(f"{topic}.{op}", declaration.payload(instance), key, state, mode="silent" if priming else "changed")
+                Publication(
+                    f"{topic}.{op}", declaration.payload(instance), key, state, mode="silent" if priming else "changed"
+                )
             )
         for key, current in known.items():
             if key.startswith(f"{topic}:") and key not in seen:

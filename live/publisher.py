@@ -53,9 +53,7 @@ def current_counts() -> dict[str, int]:
     """Enabled and total rows of every broadcast model: the ``status_update`` payload."""
     counts: dict[str, int] = {}
     for declaration in broadcasts.all_declarations():
-        row = declaration.model._base_manager.aggregate(
-            enabled=Count("pk", filter=Q(enabled=True)), total=Count("pk")
-        )
+        row = declaration.model._base_manager.aggregate(enabled=Count("pk", filter=Q(enabled=True)), total=Count("pk"))
         counts[declaration.count_as] = row["enabled"]
         counts[f"{declaration.count_as}_total"] = row["total"]
     return counts

@@ -8,6 +8,7 @@ with the session cookie and CSRF token; no token is ever handed to page scripts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from extensions.models import Extension
 from live.publisher import current_counts
 from rayanpbx.sip import CODECS, WIDEBAND_CODECS, Transport
 from trunks.models import Trunk
+
+View = Callable[..., HttpResponse]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,9 @@ class ListPage:
 
 # Numbers sort as numbers (2 before 10), names without regard to case: the same order the
 # page script keeps when it inserts a live-created row (see the rows' data-k-* keys).
-EXTENSIONS = ListPage(Extension, "extensions", "extension", "Extensions", (Length("extension_number"), "extension_number"))
+EXTENSIONS = ListPage(
+    Extension, "extensions", "extension", "Extensions", (Length("extension_number"), "extension_number")
+)
 TRUNKS = ListPage(Trunk, "trunks", "trunk", "Trunks", ("priority", Lower("name")))
 
 
@@ -63,7 +68,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard.html", {"counts": current_counts()})
 
 
-def list_view(page: ListPage):  # noqa: ANN201 (a view factory)
+def list_view(page: ListPage) -> View:
     @login_required
     @require_GET
     def view(request: HttpRequest) -> HttpResponse:
@@ -72,7 +77,7 @@ def list_view(page: ListPage):  # noqa: ANN201 (a view factory)
     return view
 
 
-def rows_view(page: ListPage):  # noqa: ANN201
+def rows_view(page: ListPage) -> View:
     @login_required
     @require_GET
     def view(request: HttpRequest) -> HttpResponse:
@@ -81,7 +86,7 @@ def rows_view(page: ListPage):  # noqa: ANN201
     return view
 
 
-def row_view(page: ListPage):  # noqa: ANN201
+def row_view(page: ListPage) -> View:
     @login_required
     @require_GET
     def view(request: HttpRequest, pk: int) -> HttpResponse:

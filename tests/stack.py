@@ -138,7 +138,9 @@ class Stack:
 
     # --- HTTP ---------------------------------------------------------------------------
 
-    def request(self, server: Server, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    def request(
+        self, server: Server, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any]:
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -160,7 +162,13 @@ class Stack:
     def token(self, user_id: int, *, expires_in: float = 300, secret: str = SECRET_KEY) -> str:
         """An access token signed like simplejwt's (optionally expired or forged)."""
         now = int(time.time())
-        claims = {"token_type": "access", "exp": now + int(expires_in), "iat": now, "jti": uuid.uuid4().hex, "user_id": str(user_id)}
+        claims = {
+            "token_type": "access",
+            "exp": now + int(expires_in),
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "user_id": str(user_id),
+        }
         return jwt.encode(claims, secret, algorithm="HS256")
 
     # --- the database, behind Django's back ---------------------------------------------
@@ -179,7 +187,11 @@ class Stack:
         import MySQLdb
 
         url = urlparse(os.environ["DATABASE_URL"])
-        kwargs: dict[str, Any] = {"host": url.hostname or "127.0.0.1", "port": url.port or 3306, "user": url.username or "root"}
+        kwargs: dict[str, Any] = {
+            "host": url.hostname or "127.0.0.1",
+            "port": url.port or 3306,
+            "user": url.username or "root",
+        }
         if url.password:
             kwargs["password"] = url.password
         if db:

@@ -55,7 +55,9 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     stack.close()
 
 
-def open_page(browser, server: Server, path: str, *, user: str = "admin", password: str = ADMIN_PASSWORD, viewport=None):
+def open_page(
+    browser, server: Server, path: str, *, user: str = "admin", password: str = ADMIN_PASSWORD, viewport=None
+):
     context = browser.new_context(viewport=viewport or {"width": 1280, "height": 860})
     page = context.new_page()
     page.goto(f"{server.http}/login/?next={path}")
@@ -100,7 +102,9 @@ def test_extensions_follow_changes_from_everywhere(browser, site: Stack) -> None
     expect(row(b, "extension", pk)).to_contain_text("Lobby phone", timeout=LIVE)
     # Toggle in A.
     row(a, "extension", pk).locator("[data-action=toggle]").click()
-    expect(row(b, "extension", pk).locator("[data-action=toggle]")).to_have_attribute("aria-checked", "false", timeout=LIVE)
+    expect(row(b, "extension", pk).locator("[data-action=toggle]")).to_have_attribute(
+        "aria-checked", "false", timeout=LIVE
+    )
     # Change through the REST API: both pages follow.
     token = site.login(site.servers[0])
     site.request(site.servers[0], "PATCH", f"/api/extensions/{pk}", {"name": "Renamed by API"}, token)
@@ -152,7 +156,9 @@ def test_dashboard_counts_change_live(browser, site: Stack) -> None:
     enabled = page.locator("[data-count=extensions]")
     before_total, before_enabled = int(total.inner_text()), int(enabled.inner_text())
     token = site.login(site.servers[0])
-    _, created = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3201", "name": "Count me"}, token)
+    _, created = site.request(
+        site.servers[0], "POST", "/api/extensions", {"extension_number": "3201", "name": "Count me"}, token
+    )
     expect(total).to_have_text(str(before_total + 1), timeout=LIVE)
     expect(enabled).to_have_text(str(before_enabled + 1), timeout=LIVE)
     site.request(site.servers[0], "POST", f"/api/extensions/{created['id']}/toggle", None, token)
@@ -180,7 +186,9 @@ def test_validation_errors_show_next_to_fields(browser, site: Stack) -> None:
 
 def test_row_being_edited_is_never_overwritten_silently(browser, site: Stack) -> None:
     token = site.login(site.servers[0])
-    _, ext = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3301", "name": "Original"}, token)
+    _, ext = site.request(
+        site.servers[0], "POST", "/api/extensions", {"extension_number": "3301", "name": "Original"}, token
+    )
     page = open_page(browser, site.servers[1], "/extensions/")
     row(page, "extension", ext["id"]).locator("[data-action=edit]").click()
     page.fill("#f-name", "My unsaved edit")
@@ -196,10 +204,18 @@ def test_row_being_edited_is_never_overwritten_silently(browser, site: Stack) ->
 
 def test_read_only_user_sees_no_edit_controls_and_cannot_write(browser, site: Stack) -> None:
     token = site.login(site.servers[0])
-    _, ext = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3401", "name": "Visible"}, token)
+    _, ext = site.request(
+        site.servers[0], "POST", "/api/extensions", {"extension_number": "3401", "name": "Visible"}, token
+    )
     page = open_page(browser, site.servers[0], "/extensions/", user="reader", password=READER_PASSWORD)
     expect(row(page, "extension", ext["id"])).to_be_visible()
-    for selector in ("[data-action=create]", "[data-action=edit]", "[data-action=delete]", "[data-action=toggle]", "#edit-dialog"):
+    for selector in (
+        "[data-action=create]",
+        "[data-action=edit]",
+        "[data-action=delete]",
+        "[data-action=toggle]",
+        "#edit-dialog",
+    ):
         expect(page.locator(selector)).to_have_count(0)
     status = page.evaluate(
         """async (id) => {
@@ -243,7 +259,9 @@ def test_logout_closes_the_socket(browser, site: Stack) -> None:
 
 def test_page_reconnects_after_restart_and_shows_what_changed(browser, site: Stack) -> None:
     token = site.login(site.servers[0])
-    _, kept = site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3601", "name": "Before"}, token)
+    _, kept = site.request(
+        site.servers[0], "POST", "/api/extensions", {"extension_number": "3601", "name": "Before"}, token
+    )
     watched = site.servers[1]
     page = open_page(browser, watched, "/extensions/")
     site.stop(watched.process)
@@ -254,7 +272,9 @@ def test_page_reconnects_after_restart_and_shows_what_changed(browser, site: Sta
     # straight into the database (embedded: nobody is serving).
     if site.mode == "redis":
         site.request(site.servers[0], "PATCH", f"/api/extensions/{kept['id']}", {"name": "Changed while down"}, token)
-        site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": "3602", "name": "Born while down"}, token)
+        site.request(
+            site.servers[0], "POST", "/api/extensions", {"extension_number": "3602", "name": "Born while down"}, token
+        )
     else:
         site.shell(
             "from extensions.models import Extension\n"
@@ -281,7 +301,13 @@ def test_screenshots(browser, site: Stack, width: int, height: int, name: str) -
     token = site.login(site.servers[0])
     for number, label in (("120", "Reception"), ("121", "Sales")):
         site.request(site.servers[0], "POST", "/api/extensions", {"extension_number": number, "name": label}, token)
-    site.request(site.servers[0], "POST", "/api/trunks", {"name": "carrier-shot", "host": "sip.example.net", "prefix": "9"}, token)
+    site.request(
+        site.servers[0],
+        "POST",
+        "/api/trunks",
+        {"name": "carrier-shot", "host": "sip.example.net", "prefix": "9"},
+        token,
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = open_page(browser, site.servers[0], "/", viewport={"width": width, "height": height})
     for path, title in (("/", "dashboard"), ("/extensions/", "extensions"), ("/trunks/", "trunks")):

@@ -87,7 +87,12 @@ async def test_rest_writes_reach_the_socket_with_seed_payloads(stack: Stack) -> 
         assert status == 201
         frame = await recv(ws)
         assert frame["type"] == "extension.created"
-        assert frame["payload"] == {"id": created["id"], "extension_number": "2101", "name": "Phone 2101", "enabled": True}
+        assert frame["payload"] == {
+            "id": created["id"],
+            "extension_number": "2101",
+            "name": "Phone 2101",
+            "enabled": True,
+        }
         assert frame["seq"] == welcome["seq"] + 1
         status_frame = await recv(ws)
         assert status_frame["type"] == "status_update" and status_frame["seq"] == frame["seq"] + 1
@@ -107,7 +112,11 @@ async def test_rest_writes_reach_the_socket_with_seed_payloads(stack: Stack) -> 
 
         stack.request(stack.server, "DELETE", f"/api/extensions/{created['id']}", None, token)
         deleted = await recv(ws)
-        assert deleted == {**deleted, "type": "extension.deleted", "payload": {"id": created["id"], "extension_number": "2101"}}
+        assert deleted == {
+            **deleted,
+            "type": "extension.deleted",
+            "payload": {"id": created["id"], "extension_number": "2101"},
+        }
         stack.request(stack.server, "DELETE", f"/api/trunks/{trunk['id']}", None, token)
         assert (await recv_until(ws, "trunk.deleted"))["payload"] == {"id": trunk["id"], "name": "up-1"}
 
@@ -152,7 +161,10 @@ async def test_client_frames_are_never_relayed(stack: Stack) -> None:
     token = stack.login(stack.server)
     async with connect(stack.server.ws, token) as sender, connect(stack.server.ws, token) as listener:
         await recv(sender), await recv(listener)
-        forged = {"type": "extension.created", "payload": {"id": 1, "extension_number": "666", "name": "x", "enabled": True}}
+        forged = {
+            "type": "extension.created",
+            "payload": {"id": 1, "extension_number": "666", "name": "x", "enabled": True},
+        }
         for frame in (json.dumps(forged), "not json", json.dumps([1, 2]), json.dumps({"type": "ping"})):
             await sender.send(frame)
         replies = [await recv(sender) for _ in range(4)]
@@ -173,7 +185,10 @@ async def test_resume_after_disconnect_gets_exactly_the_missed_events(stack: Sta
     token = stack.login(stack.server)
     async with connect(stack.server.ws, token) as ws:
         last = (await recv(ws))["seq"]
-    ids = [stack.request(stack.server, "POST", "/api/extensions", extension(f"23{n:02d}"), token)[1]["id"] for n in range(3)]
+    ids = [
+        stack.request(stack.server, "POST", "/api/extensions", extension(f"23{n:02d}"), token)[1]["id"]
+        for n in range(3)
+    ]
     stack.request(stack.server, "DELETE", f"/api/extensions/{ids[0]}", None, token)
     async with connect(stack.server.ws, token, query=f"?last_seq={last}") as ws:
         assert (await recv(ws))["type"] == "welcome"
@@ -309,13 +324,20 @@ async def test_two_servers_behave_as_one(redis_stack: Stack) -> None:
     async with connect(b.ws, token, query=f"?last_seq={seq_a}") as ws:
         await recv(ws)
         replayed = [await recv(ws) for _ in range(4)]
-        assert [f["type"] for f in replayed] == ["extension.created", "status_update", "extension.deleted", "status_update"]
+        assert [f["type"] for f in replayed] == [
+            "extension.created",
+            "status_update",
+            "extension.deleted",
+            "status_update",
+        ]
 
 
 async def test_health_is_503_when_redis_is_unreachable(tmp_path: Path) -> None:
     s = Stack(tmp_path)
     s.env["REDIS_URL"] = "redis://127.0.0.1:1/0"
-    process = s._spawn(["serve", "--port", str(port := __import__("tests.stack").stack.free_port())], tmp_path / "down.log")
+    process = s._spawn(
+        ["serve", "--port", str(port := __import__("tests.stack").stack.free_port())], tmp_path / "down.log"
+    )
     try:
         from tests.stack import Server
 

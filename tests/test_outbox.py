@@ -24,7 +24,9 @@ def counts_in_sync() -> None:
 
 
 def make_extension(number: str = "201", **fields) -> Extension:
-    return Extension.objects.create(extension_number=number, name=f"Phone {number}", secret="S3cret-long-enough", **fields)
+    return Extension.objects.create(
+        extension_number=number, name=f"Phone {number}", secret="S3cret-long-enough", **fields
+    )
 
 
 def test_create_publishes_created_then_status() -> None:
