@@ -8,9 +8,7 @@ from django.db import models
 from live.querysets import LiveQuerySet
 from rayanpbx.sip import MAX_SECRET_LENGTH, WIDEBAND_CODECS, Transport, validate_codecs
 
-_context_validator = RegexValidator(
-    r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid"
-)
+_context_validator = RegexValidator(r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid")
 
 
 def default_extension_codecs() -> list[str]:
@@ -31,9 +29,7 @@ class Extension(models.Model):
     context = models.CharField(max_length=64, default="from-internal", validators=[_context_validator])
     transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
     codecs = models.JSONField(default=default_extension_codecs, validators=[validate_codecs])
-    max_contacts = models.PositiveSmallIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
-    )
+    max_contacts = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(10)])
     direct_media = models.BooleanField(default=False)
     qualify_frequency = models.PositiveIntegerField(
         default=60, validators=[MaxValueValidator(3600)], help_text="Seconds between OPTIONS pings; 0 is off."

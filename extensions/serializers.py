@@ -3,9 +3,8 @@
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
-from rayanpbx.api.serializers import SipAccountSerializer
-
 from extensions.models import Extension
+from rayanpbx.api.serializers import SipAccountSerializer
 
 
 @extend_schema_serializer(

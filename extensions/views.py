@@ -1,9 +1,8 @@
 """``/api/extensions``: the extension viewset (declarations only)."""
 
-from rayanpbx.api.viewsets import PbxObjectViewSet
-
 from extensions.models import Extension
 from extensions.serializers import ExtensionSerializer
+from rayanpbx.api.viewsets import PbxObjectViewSet
 
 
 class ExtensionViewSet(PbxObjectViewSet):

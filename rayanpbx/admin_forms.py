@@ -27,11 +27,22 @@ class SipAccountAdminForm(forms.ModelForm):
     )
     secret_identifiers: tuple[str, ...] = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The stored secret is no initial value: it can never be rendered, and a blank field
+        # counts as unchanged (otherwise every save is logged as "Changed secret").
+        self.initial.pop("secret", None)
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         secret = cleaned.get("secret")
         if secret:
-            identifiers = [str(cleaned.get(name) or getattr(self.instance, name, "") or "") for name in self.secret_identifiers]
+            # The submitted identifier, or the stored one when that field failed validation;
+            # as in the API, a cleared identifier (a trunk without username) rules nothing out.
+            identifiers = [
+                str((cleaned[name] if name in cleaned else getattr(self.instance, name, "")) or "")
+                for name in self.secret_identifiers
+            ]
             try:
                 check_secret_strength(secret, identifiers)
             except forms.ValidationError as exc:

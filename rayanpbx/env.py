@@ -56,14 +56,12 @@ def env_int(
         number = int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from None
-    if min_value is not None and number < min_value or max_value is not None and number > max_value:
+    if (min_value is not None and number < min_value) or (max_value is not None and number > max_value):
         raise ImproperlyConfigured(f"{name} must be between {min_value} and {max_value}, got {number}.")
     return number
 
 
-def env_float(
-    name: str, default: float, *, min_value: float = 0.0, environ: Mapping[str, str] | None = None
-) -> float:
+def env_float(name: str, default: float, *, min_value: float = 0.0, environ: Mapping[str, str] | None = None) -> float:
     """Parse a number (seconds, usually) no smaller than ``min_value``."""
     value = _raw(name, environ)
     if not value:

@@ -73,12 +73,8 @@ def generate_secret() -> str:
 def check_secret_strength(secret: str, identifiers: Iterable[str]) -> None:
     """Reject a SIP secret that is short or contains the account's own identifiers."""
     if len(secret) < MIN_SECRET_LENGTH:
-        raise ValidationError(
-            f"The secret must be at least {MIN_SECRET_LENGTH} characters long.", code="weak_secret"
-        )
+        raise ValidationError(f"The secret must be at least {MIN_SECRET_LENGTH} characters long.", code="weak_secret")
     lowered = secret.lower()
     for identifier in identifiers:
         if identifier and identifier.lower() in lowered:
-            raise ValidationError(
-                "The secret must not contain the extension number or username.", code="weak_secret"
-            )
+            raise ValidationError("The secret must not contain the extension number or username.", code="weak_secret")

@@ -83,7 +83,9 @@ def test_logout_needs_a_valid_refresh_token(staff_client: APIClient) -> None:
 def test_logout_cannot_blacklist_another_users_token(staff_client: APIClient, reader_user) -> None:
     from rest_framework_simplejwt.tokens import RefreshToken
 
-    response = staff_client.post("/api/auth/logout", {"refresh": str(RefreshToken.for_user(reader_user))}, format="json")
+    response = staff_client.post(
+        "/api/auth/logout", {"refresh": str(RefreshToken.for_user(reader_user))}, format="json"
+    )
     assert response.status_code == 400
 
 

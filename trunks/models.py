@@ -8,9 +8,7 @@ from django.db import models
 from live.querysets import LiveQuerySet
 from rayanpbx.sip import MAX_SECRET_LENGTH, Transport, validate_codecs, validate_host
 
-_context_validator = RegexValidator(
-    r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid"
-)
+_context_validator = RegexValidator(r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid")
 
 
 def default_trunk_codecs() -> list[str]:

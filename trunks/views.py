@@ -1,7 +1,6 @@
 """``/api/trunks``: the trunk viewset (declarations only)."""
 
 from rayanpbx.api.viewsets import PbxObjectViewSet
-
 from trunks.models import Trunk
 from trunks.serializers import TrunkSerializer
 

@@ -6,6 +6,8 @@ Failed logins are counted per client address and username in the cache; past
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -24,12 +26,16 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from rayanpbx.api.schema import error_response
+
+logger = logging.getLogger(__name__)
+
 
 class UserSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
     is_staff = serializers.BooleanField()
-    email = serializers.EmailField()
+    email = serializers.EmailField(allow_blank=True)
 
 
 def user_data(user: AbstractBaseUser) -> dict[str, Any]:
@@ -44,8 +50,19 @@ class LoginSerializer(TokenObtainPairSerializer):
 
 
 def _failure_key(request: Request, username: str) -> str:
+    # Hashed: a username may hold any character, and cache keys must be safe for every backend.
     address = request.META.get("REMOTE_ADDR", "")
-    return f"login-failures:{address}:{username.lower()[:150]}"
+    digest = hashlib.sha256(f"{address}\n{username.lower()[:150]}".encode(errors="replace")).hexdigest()
+    return f"login-failures:{digest}"
+
+
+def _cache_call(method: str, *args: Any) -> Any:
+    """A cache operation that fails open: with the cache (Redis) down, logins still work."""
+    try:
+        return getattr(cache, method)(*args)
+    except Exception as exc:
+        logger.warning("Login throttle cache unavailable (%s): %s", method, exc)
+        return None
 
 
 class LoginView(APIView):
@@ -63,7 +80,8 @@ class LoginView(APIView):
             200: inline_serializer(
                 "LoginResult",
                 {"access": serializers.CharField(), "refresh": serializers.CharField(), "user": UserSerializer()},
-            )
+            ),
+            429: error_response("Too many failed logins from this address for this username; try again later."),
         },
     )
     def post(self, request: Request) -> Response:
@@ -71,16 +89,16 @@ class LoginView(APIView):
             raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
         username = str(request.data.get("username", ""))
         key = _failure_key(request, username)
-        if cache.get(key, 0) >= settings.LOGIN_FAILURE_LIMIT:
+        if (_cache_call("get", key, 0) or 0) >= settings.LOGIN_FAILURE_LIMIT:
             raise Throttled(wait=settings.LOGIN_FAILURE_WINDOW, detail="Too many failed logins; try again later.")
         serializer = LoginSerializer(data=request.data, context={"request": request})
         try:
             serializer.is_valid(raise_exception=True)
         except AuthenticationFailed:
-            cache.add(key, 0, settings.LOGIN_FAILURE_WINDOW)
-            cache.incr(key)
+            _cache_call("add", key, 0, settings.LOGIN_FAILURE_WINDOW)
+            _cache_call("incr", key)
             raise
-        cache.delete(key)
+        _cache_call("delete", key)
         return Response(serializer.validated_data)
 
 
