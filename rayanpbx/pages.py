@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET
 
 from extensions.models import Extension
 from live.publisher import current_counts
+from rayanpbx import login_throttle
 from rayanpbx.sip import CODECS, WIDEBAND_CODECS, Transport
 from trunks.models import Trunk
 
@@ -97,8 +98,24 @@ def row_view(page: ListPage) -> View:
 
 
 class LoginView(auth_views.LoginView):
+    """Django's login page, with the same failed-login throttle as the API login."""
+
     template_name = "login.html"
     redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username = str(request.POST.get("username", ""))
+        if login_throttle.locked_out(request, username):
+            form = self.get_form()
+            form.errors.clear()
+            form.add_error(None, "Too many failed logins; try again later.")
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            login_throttle.succeeded(request, username)
+        else:
+            login_throttle.failed(request, username)
+        return response
 
 
 urlpatterns = [

@@ -1,18 +1,15 @@
 """Token endpoints: login, refresh, logout (blacklists the refresh token) and who-am-I.
 
-Failed logins are counted per client address and username in the cache; past
-``LOGIN_FAILURE_LIMIT`` within ``LOGIN_FAILURE_WINDOW`` seconds the login answers 429.
+Failed logins are counted per client address and username (``rayanpbx.login_throttle``);
+past ``LOGIN_FAILURE_LIMIT`` within ``LOGIN_FAILURE_WINDOW`` seconds the login answers 429.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.core.exceptions import ObjectDoesNotExist
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -26,9 +23,8 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from rayanpbx import login_throttle
 from rayanpbx.api.schema import error_response
-
-logger = logging.getLogger(__name__)
 
 
 class UserSerializer(serializers.Serializer):
@@ -47,22 +43,6 @@ class LoginSerializer(TokenObtainPairSerializer):
         data = super().validate(attrs)
         data["user"] = user_data(self.user)
         return data
-
-
-def _failure_key(request: Request, username: str) -> str:
-    # Hashed: a username may hold any character, and cache keys must be safe for every backend.
-    address = request.META.get("REMOTE_ADDR", "")
-    digest = hashlib.sha256(f"{address}\n{username.lower()[:150]}".encode(errors="replace")).hexdigest()
-    return f"login-failures:{digest}"
-
-
-def _cache_call(method: str, *args: Any) -> Any:
-    """A cache operation that fails open: with the cache (Redis) down, logins still work."""
-    try:
-        return getattr(cache, method)(*args)
-    except Exception as exc:
-        logger.warning("Login throttle cache unavailable (%s): %s", method, exc)
-        return None
 
 
 class LoginView(APIView):
@@ -88,17 +68,15 @@ class LoginView(APIView):
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
         username = str(request.data.get("username", ""))
-        key = _failure_key(request, username)
-        if (_cache_call("get", key, 0) or 0) >= settings.LOGIN_FAILURE_LIMIT:
+        if login_throttle.locked_out(request, username):
             raise Throttled(wait=settings.LOGIN_FAILURE_WINDOW, detail="Too many failed logins; try again later.")
         serializer = LoginSerializer(data=request.data, context={"request": request})
         try:
             serializer.is_valid(raise_exception=True)
         except AuthenticationFailed:
-            _cache_call("add", key, 0, settings.LOGIN_FAILURE_WINDOW)
-            _cache_call("incr", key)
+            login_throttle.failed(request, username)
             raise
-        _cache_call("delete", key)
+        login_throttle.succeeded(request, username)
         return Response(serializer.validated_data)
 
 
