@@ -324,3 +324,50 @@ def test_screenshots(browser, site: Stack, width: int, height: int, name: str) -
     login.goto(site.servers[0].http + "/login/")
     login.screenshot(path=ARTIFACTS / f"{site.mode}-login-{name}.png")
     login.context.close()
+
+
+def test_after_ten_failed_attempts_the_page_offers_reconnect(browser, tmp_path: Path) -> None:
+    stack = Stack(tmp_path)  # a server of its own: this test stops it for a while
+    try:
+        server = stack.start_server()
+        context = browser.new_context()
+        page = context.new_page()
+        page.clock.install()  # fake timers: the backoff's minutes pass in an instant
+        page.goto(f"{server.http}/login/?next=/extensions/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", ADMIN_PASSWORD)
+        page.click("button[type=submit]")
+        status = page.locator("#live-status")
+        expect(status).to_have_attribute("data-state", "connected", timeout=LIVE)
+        stack.stop(server.process)
+        for attempt in range(1, 11):
+            expect(status).to_contain_text(f"attempt {attempt} of 10", timeout=LIVE)
+            page.clock.fast_forward(31_000)  # past the longest backoff (30 s)
+        expect(status).to_have_attribute("data-state", "offline", timeout=LIVE)
+        page.clock.fast_forward(120_000)
+        expect(status).to_have_attribute("data-state", "offline")  # it stopped trying
+        expect(page.locator("#live-reconnect")).to_be_visible()
+        expect(page.locator("#stale-banner")).to_be_visible()
+        stack.start_server(port=server.port)
+        page.click("#live-reconnect")
+        expect(status).to_have_attribute("data-state", "connected", timeout=LIVE)
+        expect(page.locator("#stale-banner")).to_be_hidden()
+        context.close()
+    finally:
+        stack.close()
+
+
+def test_auth_close_sends_the_page_to_login(browser, tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    try:
+        server = stack.start_server()
+        page = open_page(browser, server, "/trunks/")
+        stack.stop(server.process)
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "reconnecting", timeout=LIVE)
+        stack.shell("from django.contrib.sessions.models import Session; Session.objects.all().delete()")
+        stack.start_server(port=server.port)
+        # The session is gone: the socket is refused with 4001 and the page goes to login.
+        expect(page).to_have_url(f"{server.http}/login/?next=%2Ftrunks%2F", timeout=20000)
+        page.context.close()
+    finally:
+        stack.close()

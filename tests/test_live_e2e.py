@@ -335,22 +335,23 @@ async def test_two_servers_behave_as_one(redis_stack: Stack) -> None:
 async def test_health_is_503_when_redis_is_unreachable(tmp_path: Path) -> None:
     s = Stack(tmp_path)
     s.env["REDIS_URL"] = "redis://127.0.0.1:1/0"
-    process = s._spawn(
-        ["serve", "--port", str(port := __import__("tests.stack").stack.free_port())], tmp_path / "down.log"
-    )
     try:
-        from tests.stack import Server
-
-        server = Server(port, process, tmp_path / "down.log")
-        for _ in range(100):
-            try:
-                status, body = s.request(server, "GET", "/health")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        server = s.start_server(healthy=False)
+        status, body = s.request(server, "GET", "/health")
         assert status == 503 and "Redis" in body["reason"]
         # The API still answers: writes succeed even though events cannot be published.
         token = s.login(server)
         assert s.request(server, "POST", "/api/extensions", extension("2801"), token)[0] == 201
+    finally:
+        s.close()
+
+
+async def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    s = Stack(tmp_path)
+    s.env["DATABASE_URL"] = "sqlite:////nonexistent-dir/rayanpbx.sqlite3"
+    try:
+        server = s.start_server(healthy=False)
+        assert s.request(server, "GET", "/health") == (503, {"status": "unhealthy", "reason": "database unreachable"})
+        assert "Traceback" not in server.log.read_text()
     finally:
         s.close()
