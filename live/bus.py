@@ -270,10 +270,15 @@ class RedisBus:
     async def position(self) -> int:
         """The last seq issued, creating the counter (from the clock) if there is none yet."""
         async with self._client().pipeline(transaction=True) as pipe:
-            pipe.set(self.seq_key, time.time_ns() // 1000, nx=True)
+            self._ensure_counter(pipe)
             pipe.get(self.seq_key)
             _, current = await pipe.execute()
         return int(current)
+
+    def _ensure_counter(self, pipe: Any) -> None:
+        # After a Redis restart the counter is gone: recreate it from the clock now, so the
+        # position a resync hands out is where the next event will follow (+1), not 0.
+        pipe.set(self.seq_key, time.time_ns() // 1000, nx=True)
 
     async def frames(self) -> AsyncIterator[str | None]:
         """Frames from the pub/sub channel; ``None`` after every (re)subscription."""
@@ -302,10 +307,11 @@ class RedisBus:
 
     async def history_after(self, after: int) -> tuple[int, list[str] | None]:
         async with self._client().pipeline(transaction=True) as pipe:
+            self._ensure_counter(pipe)
             pipe.get(self.seq_key)
             pipe.zrange(self.history_key, 0, 0, withscores=True)
             pipe.zrangebyscore(self.history_key, f"({after}", "+inf")
-            current, oldest, frames = await pipe.execute()
+            _, current, oldest, frames = await pipe.execute()
         current = int(current or 0)
         oldest_seq = int(oldest[0][1]) if oldest else None
         if not replay_range(after, current, oldest_seq):
