@@ -49,6 +49,7 @@ class ListPage:
             "can_edit": request.user.is_staff,
             "codecs": CODECS,
             "default_codecs": self.model._meta.get_field("codecs").get_default(),
+            "default_context": self.model._meta.get_field("context").get_default(),
             "wideband": sorted(WIDEBAND_CODECS),
             "transports": Transport.choices,
             **extra,
@@ -69,25 +70,20 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard.html", {"counts": current_counts()})
 
 
-def list_view(page: ListPage) -> View:
+def rows_view(page: ListPage, template: str) -> View:
+    """The whole list: as a page (``list.html``) or as its rows only (``_rows.html``)."""
+
     @login_required
     @require_GET
     def view(request: HttpRequest) -> HttpResponse:
-        return render(request, f"{page.slug}/list.html", page.context(request, rows=page.rows()))
-
-    return view
-
-
-def rows_view(page: ListPage) -> View:
-    @login_required
-    @require_GET
-    def view(request: HttpRequest) -> HttpResponse:
-        return render(request, f"{page.slug}/_rows.html", page.context(request, rows=page.rows()))
+        return render(request, f"{page.slug}/{template}", page.context(request, rows=page.rows()))
 
     return view
 
 
 def row_view(page: ListPage) -> View:
+    """One row, rendered by the same include as the list."""
+
     @login_required
     @require_GET
     def view(request: HttpRequest, pk: int) -> HttpResponse:
@@ -125,7 +121,7 @@ urlpatterns = [
 ]
 for _page in (EXTENSIONS, TRUNKS):
     urlpatterns += [
-        path(f"{_page.slug}/", list_view(_page), name=_page.slug),
-        path(f"{_page.slug}/rows", rows_view(_page), name=f"{_page.slug}-rows"),
+        path(f"{_page.slug}/", rows_view(_page, "list.html"), name=_page.slug),
+        path(f"{_page.slug}/rows", rows_view(_page, "_rows.html"), name=f"{_page.slug}-rows"),
         path(f"{_page.slug}/<int:pk>/row", row_view(_page), name=f"{_page.slug}-row"),
     ]
