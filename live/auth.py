@@ -9,19 +9,22 @@ The token is looked for, in this order, in:
 4. the seed's ``?token=<JWT>`` query parameter (kept for compatibility; never logged).
 
 Without a token, a logged-in Django session (the web pages) is used. The outcome is a
-``Credentials`` in ``scope["live_auth"]``; the consumer closes with its code on failure.
+``Credentials``; the consumer closes with its code on failure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.http.cookie import parse_cookie
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -45,7 +48,14 @@ class Credentials:
     expires_at: float | None = None
 
 
-def find_token(scope: dict[str, Any]) -> str | None:
+def _cookies(scope: dict[str, Any]) -> dict[str, str]:
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin-1"))
+    return {}
+
+
+def find_token(scope: dict[str, Any], cookies: dict[str, str]) -> str | None:
     for protocol in scope.get("subprotocols", []):
         if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             return protocol[len(TOKEN_SUBPROTOCOL_PREFIX) :]
@@ -54,7 +64,7 @@ def find_token(scope: dict[str, Any]) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-    cookie = scope.get("cookies", {}).get(TOKEN_COOKIE)
+    cookie = cookies.get(TOKEN_COOKIE)
     if cookie:
         return cookie
     tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
@@ -84,21 +94,17 @@ async def check_token(raw: str, *, expected_user: AbstractBaseUser | None = None
 
 
 async def authenticate(scope: dict[str, Any]) -> Credentials:
-    raw = find_token(scope)
+    """The credentials of a WebSocket handshake: its token, else its page session."""
+    cookies = _cookies(scope)
+    raw = find_token(scope, cookies)
     if raw:
         return await check_token(raw)
-    if "session" in scope:
-        user = await get_user(scope)
+    session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if session_key:
+        # Looked up directly rather than through Channels' session middleware, which would
+        # keep a session wrapper and two more copies of the scope for the socket's lifetime.
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = await get_user({"session": session})
         if user.is_authenticated and user.is_active:
             return Credentials(user)
     return Credentials(None, CLOSE_NO_TOKEN, "no credentials")
-
-
-class CredentialsMiddleware:
-    """Puts ``Credentials`` into ``scope["live_auth"]`` for the WebSocket consumer."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        return await self.app({**scope, "live_auth": await authenticate(scope)}, receive, send)

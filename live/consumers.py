@@ -22,6 +22,7 @@ from django.conf import settings
 from live import auth
 from live.events import control, seq_of
 from live.hub import get_hub
+from live.server import EXTENSION
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     #: Set once the server has closed the socket: nothing is sent or handled after that.
     closed = False
     _expiry: asyncio.TimerHandle | None = None
+    _send_prepared: Any = None
     _expiring: asyncio.Task[None] | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -86,6 +88,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(creds.close_code)
             return
         self.user = creds.user
+        extension = self.scope.get("extensions", {}).get(EXTENSION)
+        self._send_prepared = extension["send"] if extension else None
         self._tokens = float(RATE_BURST)
         self._tokens_at = time.monotonic()
         self._expire_at(creds.expires_at)
@@ -128,17 +132,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     # --- from the hub ---------------------------------------------------------------------
 
-    async def deliver(self, seq: int, message: dict[str, Any]) -> None:
+    async def deliver(self, seq: int, message: dict[str, Any], prepared: Any = None) -> None:
         if self.closed:
             return
         if self.replaying:
-            self._buffer.append((seq, message))
+            self._buffer.append((seq, message, prepared))
             return
         if seq <= self.last_seq:
             return
         self.last_seq = seq
         self.delivered = True
-        await self.base_send(message)
+        if self._send_prepared is not None and prepared is not None:
+            self._send_prepared(prepared)  # straight to the socket (see live.server)
+        else:
+            await self.base_send(message)
 
     async def resync(self, seq: int) -> None:
         if self.closed:
@@ -173,8 +180,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.send(control("resync", {"reason": "events were lost; reload from the REST API"}, self.last_seq))
         buffered, self._buffer = self._buffer, []
         self.replaying = False
-        for seq, message in buffered:
-            await self.deliver(seq, message)
+        for seq, message, prepared in buffered:
+            await self.deliver(seq, message, prepared)
 
     # --- from the client ------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Each server process holds one ``Hub``. It reads the bus's frames in ``seq`` order and
 writes each frame, serialised once, straight to every local socket: one bus delivery per
-process per event, and close to one socket write per client (no channel-layer message,
-no per-consumer decoding, no per-message thread hop). It repairs gaps from the bus
+process per event, and one socket write per client: the frame is encoded and framed once
+and the same bytes go to every socket (no channel-layer message, no per-consumer
+decoding, no per-message thread hop, no per-socket framing). It repairs gaps from the bus
 history; where the history cannot, it tells its clients to resync. In the embedded
 default it also runs the database poller.
 """
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from live.bus import LocalBus, get_bus
 from live.events import seq_of
+from live.server import prepare
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ REPORT_EVERY = 5.0
 
 
 class Subscriber(Protocol):
-    async def deliver(self, seq: int, message: dict[str, Any]) -> None: ...
+    async def deliver(self, seq: int, message: dict[str, Any], prepared: Any) -> None: ...
 
     async def resync(self, seq: int) -> None: ...
 
@@ -116,10 +118,13 @@ class Hub:
 
     async def _fan_out(self, seq: int, frame: str) -> None:
         self.last_seq = seq
+        # Built once per event, for all sockets: the ASGI message, and the same frame
+        # already encoded and framed for sockets that can take it directly (live.server).
         message = {"type": "websocket.send", "text": frame}
+        prepared = prepare(frame)
         for client in list(self.clients):
             try:
-                await client.deliver(seq, message)
+                await client.deliver(seq, message, prepared)
             except Exception:  # a socket that broke mid-send must not stop the others
                 logger.debug("Dropping a client that failed a send", exc_info=True)
                 self.clients.discard(client)

@@ -1,4 +1,4 @@
-"""Refuse WebSocket handshakes from foreign origins (the seed allowed every origin).
+"""The gate in front of ``/ws``: foreign origins refused (the seed allowed every origin).
 
 A browser always sends ``Origin``; it must be the site's own (same host and port as the
 ``Host`` header) or listed in ``WS_ALLOWED_ORIGINS``. Anything else gets HTTP 403 at the
@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+
+from live.auth import authenticate
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -34,15 +36,18 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     return host is not None and parts.netloc.lower() == host.lower()
 
 
-class OriginGuard:
-    """ASGI middleware: close foreign-origin handshakes before the app sees them."""
+class WebSocketGate:
+    """ASGI middleware in front of the consumer: refuses other paths and foreign origins at
+    the handshake (HTTP 403, never accepted), and resolves the credentials once into
+    ``scope["live_auth"]`` (one scope copy per socket: the whole middleware stack)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, path: str = "/ws") -> None:
         self.app = app
+        self.path = path
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] == "websocket" and not origin_allowed(scope):
+        if scope["path"].rstrip("/") != self.path or not origin_allowed(scope):
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 403})
             return None
-        return await self.app(scope, receive, send)
+        return await self.app({**scope, "live_auth": await authenticate(scope)}, receive, send)

@@ -137,6 +137,10 @@ async def test_refused_handshakes(stack: Stack) -> None:
         async with connect(stack.server.ws, stack.login(stack.server), origin="http://evil.example.com"):
             pass
     assert info.value.response.status_code == 403
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(stack.server.ws.replace("/ws", "/elsewhere"), stack.login(stack.server)):
+            pass
+    assert info.value.response.status_code == 403
     origin = f"http://127.0.0.1:{stack.server.port}"
     async with connect(stack.server.ws, stack.login(stack.server), origin=origin) as ws:
         assert (await recv(ws))["type"] == "welcome"
