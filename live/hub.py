@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 #: How long a change in the number of sockets may wait before it is reported to /health.
 REPORT_DELAY = 0.2
 REPORT_EVERY = 5.0
+#: Sockets written between two turns of the event loop during a fan-out.
+YIELD_EVERY = 200
 
 
 class Subscriber(Protocol):
@@ -122,12 +124,17 @@ class Hub:
         # already encoded and framed for sockets that can take it directly (live.server).
         message = {"type": "websocket.send", "text": frame}
         prepared = prepare(frame)
-        for client in list(self.clients):
+        for n, client in enumerate(list(self.clients), 1):
             try:
                 await client.deliver(seq, message, prepared)
             except Exception:  # a socket that broke mid-send must not stop the others
                 logger.debug("Dropping a client that failed a send", exc_info=True)
                 self.clients.discard(client)
+            if n % YIELD_EVERY == 0:
+                # Let the event loop turn: the server flushes the writes made so far (the
+                # first clients get the event now, not after the last) and answers HTTP
+                # requests meanwhile. Events stay in order: only this task fans out.
+                await asyncio.sleep(0)
 
     async def _report(self) -> None:
         """Keep this process's socket count fresh in the bus, for /health."""

@@ -40,7 +40,17 @@ def _database() -> dict:
     url = env_str("DATABASE_URL")
     if not url:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": DATA_DIR / "rayanpbx.sqlite3"}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "rayanpbx.sqlite3",
+            "OPTIONS": {
+                # WAL: readers (the poller, pages) never wait for a writer, and a commit does
+                # not wait for fsync (safe across application crashes; a power cut may lose
+                # the last commits). IMMEDIATE: writers queue instead of failing "locked".
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+            },
+        }
     try:
         config = dj_database_url.parse(
             url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, min_value=0), conn_health_checks=True
