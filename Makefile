@@ -39,6 +39,7 @@ lint: install-test
 	$(VENV)/bin/ruff format --check .
 
 bench: install-test
+	$(PIP) install -r requirements-bench.txt
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
