@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from channels.auth import get_user
@@ -39,9 +39,21 @@ CLOSE_EXPIRED = 4002  # the token expired (before connecting or while connected)
 CLOSE_FORBIDDEN = 4003  # valid token, but the user is inactive, gone, or another user's token
 
 
-@dataclass
+class Identity(NamedTuple):
+    """Who is on a socket: all a socket keeps of its user (not the model instance)."""
+
+    pk: Any
+    username: str
+    is_staff: bool
+
+    @classmethod
+    def of(cls, user: AbstractBaseUser) -> Identity:
+        return cls(user.pk, user.get_username(), bool(user.is_staff))
+
+
+@dataclass(slots=True)
 class Credentials:
-    user: AbstractBaseUser | None
+    user: Identity | None
     close_code: int | None = None
     reason: str = ""
     #: Unix time the token expires, or None (session: lives as long as the session).
@@ -77,7 +89,7 @@ def _active_user(user_id: Any) -> AbstractBaseUser | None:
     return user if user is not None and user.is_active else None
 
 
-async def check_token(raw: str, *, expected_user: AbstractBaseUser | None = None) -> Credentials:
+async def check_token(raw: str, *, expected_user: Identity | None = None) -> Credentials:
     """Validate an access token; with ``expected_user``, it must belong to that user."""
     try:
         token = AccessToken(raw)
@@ -90,7 +102,7 @@ async def check_token(raw: str, *, expected_user: AbstractBaseUser | None = None
         return Credentials(None, CLOSE_FORBIDDEN, "user inactive or unknown")
     if expected_user is not None and user.pk != expected_user.pk:
         return Credentials(None, CLOSE_FORBIDDEN, "token of another user")
-    return Credentials(user, expires_at=float(token["exp"]))
+    return Credentials(Identity.of(user), expires_at=float(token["exp"]))
 
 
 async def authenticate(scope: dict[str, Any]) -> Credentials:
@@ -106,5 +118,5 @@ async def authenticate(scope: dict[str, Any]) -> Credentials:
         session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         user = await get_user({"session": session})
         if user.is_authenticated and user.is_active:
-            return Credentials(user)
+            return Credentials(Identity.of(user))
     return Credentials(None, CLOSE_NO_TOKEN, "no credentials")

@@ -101,7 +101,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         # resuming socket buffers from that moment, not only once ``_resume`` starts.
         self.replaying, self._buffer, self._resync_to = resume_from is not None, [], None
         hub.add(self)
-        user = {"id": self.user.pk, "username": self.user.get_username(), "is_staff": self.user.is_staff}
+        user = {"id": self.user.pk, "username": self.user.username, "is_staff": self.user.is_staff}
         if resume_from is None:
             self.last_seq = hub.last_seq
             self.replaying = False

@@ -66,10 +66,13 @@ def status_publication() -> Publication:
 
 
 def publish_changes(changes: list[Change]) -> None:
-    """Publish one committed transaction's net changes, then the counts if they moved."""
-    publications = [change_publication(change) for change in changes]
-    publications.append(status_publication())
-    get_bus().publish(publications)
+    """Publish one committed transaction's net changes, then the counts if they moved.
+
+    Two publications: the changes leave before the counts are read, so clients do not
+    wait for the count queries to see what changed."""
+    bus = get_bus()
+    bus.publish([change_publication(change) for change in changes])
+    bus.publish([status_publication()])
 
 
 def render(publication: Publication) -> str:

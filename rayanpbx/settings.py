@@ -43,6 +43,8 @@ def _database() -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "rayanpbx.sqlite3",
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, min_value=0),
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 # WAL: readers (the poller, pages) never wait for a writer, and a commit does
                 # not wait for fsync (safe across application crashes; a power cut may lose

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,23 @@ async def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path) ->
         assert "Traceback" not in server.log.read_text()
     finally:
         s.close()
+
+
+async def test_slow_reader_gets_every_event_in_order(stack: Stack) -> None:
+    """A client that stops reading while a burst goes out (tiny receive buffer, so the
+    server's writes go partial and queue) still gets every event, in order, once."""
+    token = stack.login(stack.server)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", stack.server.port))
+    async with connect(stack.server.ws, token, sock=sock, max_queue=1) as ws:
+        start = (await recv(ws))["seq"]
+        stack.shell(
+            "from extensions.models import Extension\n"
+            "Extension.objects.bulk_create([Extension(extension_number=str(50000 + n), name='n' * 100,"
+            " secret='Strong-secret-123') for n in range(2000)])\n"
+        )
+        await asyncio.sleep(1.0)  # the burst piles up while this client does not read
+        frames = [await recv(ws, timeout=30) for _ in range(2001)]
+    assert [f["seq"] for f in frames] == list(range(start + 1, start + 2002))
+    assert sum(f["type"] == "extension.created" for f in frames) == 2000 and frames[-1]["type"] == "status_update"

@@ -18,7 +18,9 @@ class PbxObjectViewSet(viewsets.ModelViewSet):
     def toggle(self, request: Request, pk: str | None = None) -> Response:
         """Flip ``enabled`` and return the object."""
         with transaction.atomic():
-            instance = self.get_queryset().select_for_update().get(pk=self.get_object().pk)
+            # One read, locking the row: concurrent toggles flip it in turn.
+            self.queryset = self.get_queryset().select_for_update()
+            instance = self.get_object()
             instance.enabled = not instance.enabled
             instance.save(update_fields=["enabled", "updated_at"])
         return Response(self.get_serializer(instance).data)
