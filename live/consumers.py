@@ -102,16 +102,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.replaying, self._buffer, self._resync_to = resume_from is not None, [], None
         hub.add(self)
         user = {"id": self.user.pk, "username": self.user.username, "is_staff": self.user.is_staff}
+        welcome = {"message": "Connected to RayanPBX live events", "user": user}
         if resume_from is None:
-            self.last_seq = hub.last_seq
-            self.replaying = False
-            await self.send(
-                control("welcome", {"message": "Connected to RayanPBX live events", "user": user}, self.last_seq)
-            )
+            self.last_seq, self.replaying = hub.last_seq, False
+            await self.send(control("welcome", welcome, self.last_seq))
         else:
-            await self.send(
-                control("welcome", {"message": "Connected to RayanPBX live events", "user": user}, max(resume_from, 0))
-            )
+            await self.send(control("welcome", welcome, max(resume_from, 0)))
             await self._resume(resume_from)
 
     async def disconnect(self, code: int) -> None:
