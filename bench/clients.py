@@ -30,23 +30,15 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from live.events import StreamType
+
 PREFIX = '{"seq":'
-STREAM_TYPES = frozenset(
-    {
-        "extension.created",
-        "extension.updated",
-        "extension.deleted",
-        "trunk.created",
-        "trunk.updated",
-        "trunk.deleted",
-        "status_update",
-    }
-)
+STREAM_TYPES = frozenset(get_args(StreamType))  # live.events needs no Django set-up
 
 
 def published_at(frame: str) -> float:
