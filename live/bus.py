@@ -132,9 +132,6 @@ class LocalBus:
         with self._lock:
             return dict(self._state)
 
-    def current_seq(self) -> int:
-        return self._seq
-
     async def position(self) -> int:
         return self._seq
 
@@ -246,9 +243,6 @@ class RedisBus:
     def state(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self._sync.hgetall(self.state_key).items()}
 
-    def current_seq(self) -> int:
-        return int(self._sync.get(self.seq_key) or 0)
-
     def client_count(self) -> int:
         keys = list(self._sync.scan_iter(match=self.clients_prefix + "*", count=500))
         return sum(int(v) for v in self._sync.mget(keys) if v is not None) if keys else 0
@@ -336,10 +330,3 @@ def get_bus() -> LocalBus | RedisBus:
             else:
                 _bus = LocalBus(settings.LIVE_HISTORY_SIZE)
         return _bus
-
-
-def reset_bus() -> None:
-    """Forget the process's bus (tests that switch settings)."""
-    global _bus
-    with _bus_lock:
-        _bus = None

@@ -33,11 +33,12 @@ class Change:
 class _CommitHook:
     """Called by Django on commit; weak-referenceable so the batch can see it was dropped."""
 
-    __slots__ = ("__weakref__", "batch", "change")
+    __slots__ = ("__weakref__", "batch", "change", "index")
 
-    def __init__(self, batch: _Batch, change: Change) -> None:
+    def __init__(self, batch: _Batch, change: Change, index: int) -> None:
         self.batch = batch
         self.change = change
+        self.index = index  # its place in batch.hooks
 
     def __call__(self) -> None:
         self.batch.committed(self)
@@ -51,16 +52,20 @@ class _Batch:
         self.committed_changes: list[Change] = []
 
     def add(self, change: Change, using: str) -> None:
-        # Forget hooks Django has already dropped (rolled back) before adding another.
-        self.hooks = [ref for ref in self.hooks if ref() is not None]
-        hook = _CommitHook(self, change)
+        if self.hooks and self.hooks[-1]() is None:
+            # A rollback dropped hooks: forget them (only then, so a bulk write stays linear).
+            self.hooks = [ref for ref in self.hooks if ref() is not None]
+            for index, ref in enumerate(self.hooks):
+                ref().index = index
+        hook = _CommitHook(self, change, len(self.hooks))
         self.hooks.append(weakref.ref(hook))
         transaction.on_commit(hook, using=using)
 
     def committed(self, hook: _CommitHook) -> None:
         self.committed_changes.append(hook.change)
-        position = next(i for i, ref in enumerate(self.hooks) if ref() is hook)
-        if any(ref() is not None for ref in self.hooks[position + 1 :]):
+        hooks = self.hooks
+        # Hooks run in order: normally the very next one is alive and this stops at once.
+        if any(hooks[i]() is not None for i in range(hook.index + 1, len(hooks))):
             return  # a later hook of this transaction will run: let it flush
         changes, self.committed_changes, self.hooks = self.committed_changes, [], []
         flush(changes)

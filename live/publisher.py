@@ -16,7 +16,7 @@ from django.db.models import Count, Q
 
 from live import broadcasts
 from live.bus import Publication, get_bus
-from live.events import STATUS_UPDATE, body
+from live.events import STATUS_UPDATE
 
 if TYPE_CHECKING:
     from live.outbox import Change
@@ -73,7 +73,3 @@ def publish_changes(changes: list[Change]) -> None:
     bus = get_bus()
     bus.publish([change_publication(change) for change in changes])
     bus.publish([status_publication()])
-
-
-def render(publication: Publication) -> str:
-    return body(publication.type, publication.payload)

@@ -160,3 +160,17 @@ def test_unreachable_bus_fails_soft_and_logs_once(monkeypatch, caplog) -> None:
     assert Extension.objects.count() == 3
     errors = [r for r in caplog.records if r.name == "live.bus"]
     assert len(errors) == 1 and "unavailable" in errors[0].getMessage()
+
+
+def test_changes_after_a_rolled_back_savepoint_still_publish_once() -> None:
+    start = position()
+    with transaction.atomic():
+        first = make_extension("511")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            make_extension("512")
+            raise RuntimeError("roll back the savepoint")
+        last = make_extension("513")  # added after Django dropped the savepoint's hooks
+    frames = frames_after(start)
+    assert [f["type"] for f in frames] == ["extension.created", "extension.created", "status_update"]
+    assert [f["payload"]["id"] for f in frames[:2]] == [first.pk, last.pk]
+    assert frames[2]["payload"]["extensions_total"] == 2
