@@ -8,6 +8,7 @@ every variable is listed in the README. Malformed values fail at start-up, namin
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -94,6 +95,7 @@ INSTALLED_APPS = [
     "rayanpbx",
     "extensions",
     "trunks",
+    "pbx",
 ]
 
 MIDDLEWARE = [
@@ -193,6 +195,33 @@ LIVE_POLL_INTERVAL = env_float("LIVE_POLL_INTERVAL", 5.0, min_value=0.1)
 LIVE_WORKER_CHANNEL = "rayanpbx-poller"
 LIVE_WS_ALLOWED_ORIGINS = env_list("WS_ALLOWED_ORIGINS", [])
 LIVE_MAX_CLIENT_FRAME = 64 * 1024
+
+# --- The Asterisk link (see pbx/ and README "The Asterisk link") ----------------------
+#: The link is on when AMI_USERNAME is set; without it RayanPBX manages data only.
+AMI_HOST = env_str("AMI_HOST", "127.0.0.1")
+AMI_PORT = env_int("AMI_PORT", 5038, min_value=1, max_value=65535)
+AMI_USERNAME = env_str("AMI_USERNAME", "")
+AMI_SECRET = env_str("AMI_SECRET", "")
+if AMI_USERNAME and not AMI_SECRET:
+    raise ImproperlyConfigured("AMI_SECRET must be set when AMI_USERNAME is (the AMI user's secret in manager.conf).")
+#: Where the two files RayanPBX owns are written (pjsip_rayanpbx.conf, extensions_rayanpbx.conf).
+ASTERISK_CONFIG_DIR = Path(env_str("ASTERISK_CONFIG_DIR", "/etc/asterisk"))
+#: Asterisk's log file, when readable: apply reports the reason Asterisk gave for a rejected section.
+ASTERISK_LOG_FILE = env_str("ASTERISK_LOG_FILE", "")
+#: Transports RayanPBX declares itself, e.g. "udp=0.0.0.0:5060,tcp=0.0.0.0:5060". Empty: the
+#: site's pjsip.conf owns its transports and endpoints name none.
+PBX_TRANSPORTS: dict[str, str] = {}
+for _item in env_list("PBX_TRANSPORTS", []):
+    _proto, _, _bind = _item.partition("=")
+    if _proto not in ("udp", "tcp", "tls", "ws", "wss") or not re.fullmatch(r"[0-9A-Za-z.:\[\]-]+:[0-9]{1,5}", _bind):
+        raise ImproperlyConfigured(
+            f"PBX_TRANSPORTS: {_item!r} is not PROTOCOL=ADDRESS:PORT (protocol udp, tcp, tls, ws or wss)."
+        )
+    PBX_TRANSPORTS[_proto] = _bind
+PBX_WORKER_CHANNEL = "rayanpbx-pbx"
+#: Quiet time after the last change before an apply starts, and the longest a burst may delay it.
+PBX_APPLY_DEBOUNCE = env_float("PBX_APPLY_DEBOUNCE", 0.3, min_value=0.0)
+PBX_APPLY_MAX_DELAY = env_float("PBX_APPLY_MAX_DELAY", 5.0, min_value=0.1)
 
 # --- REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PbxConfig(AppConfig):
+    name = "pbx"
+    verbose_name = "Asterisk link"
