@@ -1,7 +1,7 @@
 """The wire contract: event types, their payloads, and the JSON envelope.
 
 Every frame the server sends is ``{"seq", "type", "payload", "timestamp"}``. Stream events
-(``extension.*``, ``trunk.*``, ``status_update``) each take the next ``seq`` of the whole
+(``extension.*``, ``trunk.*``, ``status_update``, ``pbx.*``) each take the next ``seq`` of the whole
 deployment; control frames (``welcome``, ``pong``, ``error``, ``resync``, ``auth.ok``)
 carry the ``seq`` of the last stream event the client has been sent and are not numbered
 themselves. See docs/live-events.md for every type with an example.
@@ -45,6 +45,31 @@ class StatusPayload(TypedDict):
     trunks_total: int
 
 
+class PbxLinkPayload(TypedDict):
+    state: Literal["unconfigured", "connecting", "connected", "disconnected"]
+    asterisk_version: str | None
+    since: str  # ISO-8601 UTC
+    error: str | None
+
+
+class PbxApplyError(TypedDict):
+    object: str  # "extension 101", "trunk acme", or "configuration" for the whole apply
+    message: str
+
+
+class PbxApplyPayload(TypedDict):
+    id: int
+    state: Literal["pending", "applying", "applied", "failed"]
+    pending_changes: int
+    duration_ms: int | None
+    errors: list[PbxApplyError]
+
+
+class PbxDriftPayload(TypedDict):
+    in_db_only: list[str]  # objects RayanPBX generated that Asterisk does not have
+    in_asterisk_only: list[str]  # endpoints RayanPBX removed or disabled that Asterisk still has
+
+
 class WelcomePayload(TypedDict):
     message: str
     user: dict[str, Any]
@@ -58,6 +83,9 @@ StreamType = Literal[
     "trunk.updated",
     "trunk.deleted",
     "status_update",
+    "pbx.link",
+    "pbx.apply",
+    "pbx.drift",
 ]
 ControlType = Literal["welcome", "pong", "error", "resync", "auth.ok"]
 

@@ -73,3 +73,10 @@ def publish_changes(changes: list[Change]) -> None:
     bus = get_bus()
     bus.publish([change_publication(change) for change in changes])
     bus.publish([status_publication()])
+
+
+def publish_event(type_: str, payload: dict[str, Any]) -> list[int]:
+    """Publish one stream event that is not a model change (``pbx.link``, ``pbx.apply``...).
+
+    Sync (the bus is); call it from async code through ``sync_to_async``."""
+    return get_bus().publish([Publication(type_, payload, f"event:{type_}", "", mode="always")])

@@ -12,6 +12,9 @@ and the server's WebSocket factory):
   other ASGI server the extension is absent and the consumer uses the standard send.
 * **Lean open sockets.** The handshake's raw bytes and headers are dropped once a socket
   is open.
+* **Background work in the embedded default.** Without Redis there is no worker process:
+  the server runs the background tasks marked ``embedded`` (``rayanpbx.background``, e.g.
+  the PBX link) on its own event loop from the moment it starts.
 * **Close codes instead of dropped connections.** A protocol violation, such as a client
   message over the size limit, ends with a close frame carrying its RFC 6455 code (1009
   "message too big") rather than a silently dropped TCP connection.
@@ -88,6 +91,20 @@ class _RequestPath:
 
 class LiveServer(Server):
     """Daphne's server, with the prepared-send extension and close codes on violations."""
+
+    def run(self) -> None:
+        from twisted.internet import reactor
+
+        reactor.callWhenRunning(self._start_background)
+        super().run()
+
+    def _start_background(self) -> None:
+        from django.conf import settings
+
+        from rayanpbx import background
+
+        if not settings.REDIS_URL:  # with Redis, `runworker` runs them
+            self.background_tasks = background.start(background.embedded())
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") == "websocket":

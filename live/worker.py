@@ -1,10 +1,12 @@
-"""The background worker: ``manage.py runworker rayanpbx-poller``.
+"""The background worker: ``manage.py runworker rayanpbx-poller [rayanpbx-pbx]``.
 
-``runworker`` (overridden in ``live/management/commands``) starts the database poller
-beside the usual channel listener, so the one command is enough. Other processes can ask
-for an immediate poll by sending ``{"type": "poll.now"}`` to the ``rayanpbx-poller``
-channel. Two workers may run at once: the bus's compare-and-set publication means a change
-is announced once, whichever worker sees it first.
+``runworker`` (overridden in ``live/management/commands``) starts, beside the usual channel
+listener, the database poller on ``rayanpbx-poller`` and every background task registered
+for its channels (``rayanpbx.background``: the PBX link on ``rayanpbx-pbx``), so the one
+command is enough. Other processes can ask for an immediate poll by sending
+``{"type": "poll.now"}`` to the ``rayanpbx-poller`` channel. Two workers may run at once:
+the bus's compare-and-set publication means a change is announced once, whichever worker
+sees it first, and the PBX link runs on one worker only (``pbx.lease``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from channels.worker import Worker
 from django.conf import settings
 
 from live import poller
+from rayanpbx import background
 
 
 class PollerConsumer(AsyncConsumer):
@@ -28,14 +31,14 @@ class PollerConsumer(AsyncConsumer):
 
 
 class PollingWorker(Worker):
-    """A channels ``Worker`` that also polls the database when given the poller channel."""
+    """A channels ``Worker`` that also runs the background work of its channels."""
 
     async def handle(self) -> None:
-        if settings.LIVE_WORKER_CHANNEL not in self.channels:
-            await super().handle()
-            return
-        polling = asyncio.ensure_future(poller.run_forever())
+        tasks = background.start(background.for_channels(list(self.channels)))
+        if settings.LIVE_WORKER_CHANNEL in self.channels:
+            tasks.append(asyncio.ensure_future(poller.run_forever()))
         try:
             await super().handle()
         finally:
-            polling.cancel()
+            for task in tasks:
+                task.cancel()

@@ -78,6 +78,7 @@ class Stack:
             env["DATABASE_URL"] = urlparse(database_url)._replace(path=f"/{self.mysql_db}").geturl()
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        env.update(self.env)  # the test's own settings (e.g. AMI_*) win
         self.env = env
         self.manage("migrate", "--noinput")
         self.manage("ensure_admin")
@@ -120,8 +121,10 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
 
-    def start_worker(self) -> subprocess.Popen:
-        return self._spawn(["runworker", "rayanpbx-poller"], self.tmp / f"worker-{uuid.uuid4().hex[:6]}.log")
+    def start_worker(self, *channels: str) -> subprocess.Popen:
+        """``manage.py runworker`` on ``channels`` (default: the poller's)."""
+        args = ["runworker", *(channels or ("rayanpbx-poller",))]
+        return self._spawn(args, self.tmp / f"worker-{uuid.uuid4().hex[:6]}.log")
 
     def stop(self, process: subprocess.Popen) -> None:
         if process.poll() is None:
