@@ -1,8 +1,10 @@
 /**
- * The one entry module: starts the live connection and the page's own module, chosen by
- * <body data-page>. Each page module exports init(live).
+ * The one entry module: starts the live connection, what every page shows (the connection
+ * state, the PBX link's banners) and the page's own module, chosen by <body data-page>.
+ * Each page module exports init(live).
  */
 import { LiveConnection, liveUrl } from "./live.js";
+import { initPbx } from "./pbx.js";
 import { initStatus } from "./ui.js";
 
 const PAGES = {
@@ -16,6 +18,7 @@ async function main() {
   if (!PAGES[page]) return; // the login page has no live connection
   const live = new LiveConnection({ url: liveUrl() });
   initStatus(live);
+  initPbx(live);
   document.getElementById("logout-form")?.addEventListener("submit", () => live.close());
   window.addEventListener("pagehide", () => live.close());
   const module = await PAGES[page]();
