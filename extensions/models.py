@@ -6,9 +6,16 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from live.querysets import LiveQuerySet
-from rayanpbx.sip import MAX_SECRET_LENGTH, WIDEBAND_CODECS, Transport, validate_codecs
-
-_context_validator = RegexValidator(r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid")
+from rayanpbx.sip import (
+    CONTEXT_VALIDATORS,
+    MAX_SECRET_LENGTH,
+    WIDEBAND_CODECS,
+    Transport,
+    validate_caller_id,
+    validate_codecs,
+    validate_display_name,
+    validate_secret_characters,
+)
 
 
 def default_extension_codecs() -> list[str]:
@@ -22,11 +29,13 @@ class Extension(models.Model):
         validators=[RegexValidator(r"^[0-9]{2,10}\Z", "Use 2 to 10 digits (0-9).", code="invalid")],
         help_text="The number dialled to reach this phone: 2 to 10 digits.",
     )
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_display_name], help_text="Shown as caller ID.")
     email = models.EmailField(blank=True, default="")
-    secret = models.CharField(max_length=MAX_SECRET_LENGTH, help_text="The SIP password.")
+    secret = models.CharField(
+        max_length=MAX_SECRET_LENGTH, validators=[validate_secret_characters], help_text="The SIP password."
+    )
     enabled = models.BooleanField(default=True)
-    context = models.CharField(max_length=64, default="from-internal", validators=[_context_validator])
+    context = models.CharField(max_length=64, default="from-internal", validators=list(CONTEXT_VALIDATORS))
     transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
     codecs = models.JSONField(default=default_extension_codecs, validators=[validate_codecs])
     max_contacts = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(10)])
@@ -34,7 +43,13 @@ class Extension(models.Model):
     qualify_frequency = models.PositiveIntegerField(
         default=60, validators=[MaxValueValidator(3600)], help_text="Seconds between OPTIONS pings; 0 is off."
     )
-    caller_id = models.CharField(max_length=128, blank=True, default="")
+    caller_id = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        validators=[validate_caller_id],
+        help_text='"Name" <number>, a number or a name; empty: the name and the extension number.',
+    )
     voicemail_enabled = models.BooleanField(default=False)
     notes = models.TextField(blank=True, default="", max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)

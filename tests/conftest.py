@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
+pytest_plugins = ["tests.asterisk"]
+
 PASSWORD = "correct-horse-battery-staple"
 
 

@@ -6,9 +6,16 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from live.querysets import LiveQuerySet
-from rayanpbx.sip import MAX_SECRET_LENGTH, Transport, validate_codecs, validate_host
-
-_context_validator = RegexValidator(r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid")
+from rayanpbx.sip import (
+    CONTEXT_VALIDATORS,
+    MAX_SECRET_LENGTH,
+    Transport,
+    validate_codecs,
+    validate_host,
+    validate_secret_characters,
+    validate_sip_username,
+    validate_trunk_name,
+)
 
 
 def default_trunk_codecs() -> list[str]:
@@ -24,17 +31,23 @@ class Trunk(models.Model):
     name = models.CharField(
         max_length=64,
         unique=True,
-        validators=[RegexValidator(r"^[A-Za-z0-9_-]+$", "Use only letters, digits, '-' and '_'.", code="invalid")],
+        validators=[
+            RegexValidator(r"^[A-Za-z0-9_-]+\Z", "Use only letters, digits, '-' and '_'.", code="invalid"),
+            validate_trunk_name,
+        ],
+        help_text="Also its PJSIP id: letters, digits, '-' and '_', not all digits.",
     )
     type = models.CharField(max_length=6, choices=Type.choices, default=Type.PEER)
     host = models.CharField(max_length=253, validators=[validate_host], help_text="Hostname or IP address.")
     port = models.PositiveIntegerField(default=5060, validators=[MinValueValidator(1), MaxValueValidator(65535)])
-    username = models.CharField(max_length=64, blank=True, default="")
-    secret = models.CharField(max_length=MAX_SECRET_LENGTH, help_text="The SIP password.")
+    username = models.CharField(max_length=64, blank=True, default="", validators=[validate_sip_username])
+    secret = models.CharField(
+        max_length=MAX_SECRET_LENGTH, validators=[validate_secret_characters], help_text="The SIP password."
+    )
     enabled = models.BooleanField(default=True)
     transport = models.CharField(max_length=3, choices=Transport.choices, default=Transport.UDP)
     codecs = models.JSONField(default=default_trunk_codecs, validators=[validate_codecs])
-    context = models.CharField(max_length=64, default="from-trunk", validators=[_context_validator])
+    context = models.CharField(max_length=64, default="from-trunk", validators=list(CONTEXT_VALIDATORS))
     priority = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="1 is tried first."
     )
@@ -42,7 +55,7 @@ class Trunk(models.Model):
         max_length=20,
         blank=True,
         default="",
-        validators=[RegexValidator(r"^[0-9+*#]*$", "Use only digits, '+', '*' and '#'.", code="invalid")],
+        validators=[RegexValidator(r"^[0-9+*#]*\Z", "Use only digits, '+', '*' and '#'.", code="invalid")],
         help_text="Dial prefix that routes calls to this trunk.",
     )
     strip_digits = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(20)])
