@@ -21,7 +21,7 @@ HEARTBEAT = 5.0
 STALE_AFTER = 20.0
 
 HOW_TO_CONFIGURE = (
-    "Set AMI_USERNAME and AMI_SECRET (an AMI user of manager.conf with read/write 'system,config,command'), "
+    "Set AMI_USERNAME and AMI_SECRET (an AMI user of manager.conf with read 'system' and write 'system,config'), "
     "AMI_HOST and AMI_PORT if Asterisk is not on 127.0.0.1:5038, and ASTERISK_CONFIG_DIR, then add the two "
     "#include lines (manage.py pbx_includes --add). See README 'The Asterisk link'."
 )

@@ -1,4 +1,4 @@
-"""URL map: pages, REST API (``/api``), OpenAPI schema and docs, admin, health."""
+"""URL map: pages, REST API (``/api``, ``/api/pbx``), OpenAPI schema and docs, admin, health."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from extensions.views import ExtensionViewSet
 from live.views import health
+from pbx import views as pbx_views
 from rayanpbx.api import auth
 from trunks.views import TrunkViewSet
 
@@ -20,6 +21,9 @@ api_urlpatterns = [
     re_path(r"^auth/refresh/?$", auth.RefreshView.as_view(), name="auth-refresh"),
     re_path(r"^auth/logout/?$", auth.LogoutView.as_view(), name="auth-logout"),
     re_path(r"^auth/user/?$", auth.CurrentUserView.as_view(), name="auth-user"),
+    re_path(r"^pbx/?$", pbx_views.PbxStatusView.as_view(), name="pbx-status"),
+    re_path(r"^pbx/apply/?$", pbx_views.PbxApplyView.as_view(), name="pbx-apply"),
+    re_path(r"^pbx/config/?$", pbx_views.PbxConfigView.as_view(), name="pbx-config"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include(router.urls)),

@@ -1,0 +1,128 @@
+"""REST API of the PBX link: ``GET /api/pbx``, ``POST /api/pbx/apply``, ``GET /api/pbx/config``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import APIException
+from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pbx import config, link, status
+from rayanpbx.api.schema import error_response
+
+
+class LinkSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(["unconfigured", "connecting", "connected", "disconnected"])
+    asterisk_version = serializers.CharField(allow_null=True)
+    since = serializers.CharField(allow_null=True, help_text="ISO-8601 UTC: when the state last changed.")
+    error = serializers.CharField(allow_null=True)
+
+
+class ApplyErrorSerializer(serializers.Serializer):
+    object = serializers.CharField(help_text='"extension 101", "trunk acme", or "configuration".')
+    message = serializers.CharField()
+
+
+class ApplySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(["pending", "applying", "applied", "failed"])
+    pending_changes = serializers.IntegerField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    errors = ApplyErrorSerializer(many=True)
+    finished_at = serializers.CharField(allow_null=True)
+
+
+class DriftSerializer(serializers.Serializer):
+    in_db_only = serializers.ListField(child=serializers.CharField())
+    in_asterisk_only = serializers.ListField(child=serializers.CharField())
+
+
+class AsteriskSerializer(serializers.Serializer):
+    version = serializers.CharField(allow_null=True)
+    startup_at = serializers.CharField(allow_null=True)
+    reload_at = serializers.CharField(allow_null=True)
+
+
+class StatusSerializer(serializers.Serializer):
+    configured = serializers.BooleanField()
+    link = LinkSerializer()
+    asterisk = AsteriskSerializer()
+    apply = ApplySerializer(allow_null=True, help_text="The last apply, or null before the first.")
+    pending_changes = serializers.IntegerField(help_text="Committed changes not yet applied to Asterisk.")
+    drift = DriftSerializer()
+    site_endpoints = serializers.ListField(
+        child=serializers.CharField(), help_text="Endpoints the site's own pjsip.conf defines (never touched)."
+    )
+    help = serializers.CharField(allow_null=True, help_text="How to configure the link, when it is not.")
+
+
+class NotConfigured(APIException):
+    status_code = 409
+    default_code = "pbx_unconfigured"
+    default_detail = status.HOW_TO_CONFIGURE
+
+
+def public_status() -> dict[str, Any]:
+    document = status.read()
+    return StatusSerializer(document).data
+
+
+class PbxStatusView(APIView):
+    """The PBX link: its state, Asterisk's version and uptime, the last apply, pending changes, drift."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: StatusSerializer, 401: error_response("Not signed in.")})
+    def get(self, request: Request) -> Response:
+        return Response(public_status())
+
+
+class PbxApplyView(APIView):
+    """Apply the configuration to Asterisk now (staff), even with nothing pending: it also re-verifies."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: inline_serializer("ApplyRequested", {"requested": serializers.BooleanField()}),
+            401: error_response("Not signed in."),
+            403: error_response("Only staff users may apply."),
+            409: error_response("The PBX link is not configured."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        if not status.configured():
+            raise NotConfigured()
+        link.request_apply()
+        return Response({"requested": True}, status=202)
+
+
+class PbxConfigView(APIView):
+    """The configuration RayanPBX generates from the database now (staff), every secret masked."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "PbxConfig",
+                {
+                    "config_dir": serializers.CharField(),
+                    "files": serializers.DictField(child=serializers.CharField(), help_text="File name -> text."),
+                },
+            ),
+            401: error_response("Not signed in."),
+            403: error_response("Only staff users may read the configuration."),
+        }
+    )
+    def get(self, request: Request) -> Response:
+        from django.conf import settings
+
+        generated = config.generate()
+        return Response({"config_dir": str(settings.ASTERISK_CONFIG_DIR), "files": config.masked(generated)})

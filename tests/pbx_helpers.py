@@ -1,0 +1,104 @@
+"""Helpers for the PBX link's end-to-end tests: a deployment wired to a private Asterisk,
+and a live-stream reader that records every frame in a thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import connect
+
+from tests.asterisk import Asterisk
+from tests.stack import Server, Stack
+
+TIMEOUT = 10.0
+
+
+def pbx_env(asterisk: Asterisk, **extra: str) -> dict[str, str]:
+    """The five settings a site sets to link RayanPBX to its Asterisk (plus the log file)."""
+    return {
+        "AMI_HOST": "127.0.0.1",
+        "AMI_PORT": str(asterisk.ami_port),
+        "AMI_USERNAME": asterisk.ami_user,
+        "AMI_SECRET": asterisk.ami_secret,
+        "ASTERISK_CONFIG_DIR": str(asterisk.etc_dir),
+        "ASTERISK_LOG_FILE": str(asterisk.log_file),
+        "PBX_APPLY_DEBOUNCE": "0.2",
+        **extra,
+    }
+
+
+def pbx_stack(tmp: Path, asterisk: Asterisk, *, redis_url: str | None = None, **extra: str) -> Stack:
+    return Stack(tmp, redis_url=redis_url, env=pbx_env(asterisk, **extra))
+
+
+class Stream:
+    """Every frame of one WebSocket, read in a background thread."""
+
+    def __init__(self, server: Server, token: str) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self._lock = threading.Condition()
+        # Entered by hand: the reader thread owns it until close().
+        self._ws = connect(server.ws, subprotocols=["rayanpbx", f"bearer.{token}"], open_timeout=TIMEOUT).__enter__()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self._ws:
+                frame = json.loads(raw)
+                frame["_received"] = time.time()  # for the apply benchmark
+                with self._lock:
+                    self.frames.append(frame)
+                    self._lock.notify_all()
+        except Exception:  # the socket closed: the test that needs more frames fails on its wait
+            return
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.frames)
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], *, after: int = 0, timeout: float = TIMEOUT) -> dict:
+        """The first frame (from index ``after``) that matches; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                for frame in self.frames[after:]:
+                    if predicate(frame):
+                        return frame
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(f["type"], f.get("payload", {}).get("state")) for f in self.frames[after:]]
+                    raise AssertionError(f"no matching frame within {timeout} s; saw {seen}")
+                self._lock.wait(remaining)
+
+    def of(self, type_: str, *, after: int = 0) -> list[dict[str, Any]]:
+        with self._lock:
+            return [frame for frame in self.frames[after:] if frame["type"] == type_]
+
+    def close(self) -> None:
+        self._ws.close()
+        self._thread.join(5)
+
+
+def is_apply(state: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame["type"] == "pbx.apply" and frame["payload"]["state"] == state
+
+
+def is_link(state: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda frame: frame["type"] == "pbx.link" and frame["payload"]["state"] == state
+
+
+def wait_until(check: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s (last: {value!r})")
+        time.sleep(0.05)
