@@ -387,6 +387,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         ]
         lines += _queries(results)
         lines.append("")
+    from bench import apply
+
+    lines += apply.markdown(results.get("apply"))
     if ANALYSIS.exists():
         lines += [ANALYSIS.read_text().rstrip(), ""]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,8 @@ class ApplyResult:
     site_endpoints: list[str] = field(default_factory=list)
     retry: bool = False
     reloaded: bool = False
+    #: Milliseconds per step (generate, write, reload, verify, log), for the log and the bench.
+    phases: dict[str, int] = field(default_factory=dict)
 
 
 class Applier:
@@ -55,6 +57,8 @@ class Applier:
         #: Endpoint id -> label of every endpoint RayanPBX has put into Asterisk.
         self.owned: dict[str, str] = dict(owned or {})
         self.next_id = next_id
+        #: File name -> the text Asterisk loaded in this AMI session.
+        self._loaded: dict[str, str] = {}
 
     def pending_event(self, pending: int) -> dict[str, Any]:
         return {"id": self.next_id, "state": "pending", "pending_changes": pending, "duration_ms": None, "errors": []}
@@ -82,21 +86,36 @@ class Applier:
         if event["errors"]:
             logger.warning("PBX apply %d failed: %s", apply_id, event["errors"])
         else:
-            logger.info("PBX apply %d applied in %d ms", apply_id, event["duration_ms"])
+            logger.info("PBX apply %d applied in %d ms %s", apply_id, event["duration_ms"], result.phases)
         return result
 
+    def connected(self) -> None:
+        """A new AMI session: Asterisk may have restarted, so reload everything next time."""
+        self._loaded.clear()
+
     async def _apply(self, result: ApplyResult) -> None:
+        phases = _Phases()
         generated = await database_sync_to_async(config.generate)()
+        phases.done("generate")
         config_dir = Path(settings.ASTERISK_CONFIG_DIR)
         await asyncio.to_thread(config.write, generated, config_dir)
+        phases.done("write")
         log = _LogTail(settings.ASTERISK_LOG_FILE)
-        # Always both reloads: Asterisk itself skips a file whose mtime it has already loaded.
-        await self.ami.action("Reload", {"Module": "res_pjsip.so"})
-        await self.ami.action("Reload", {"Module": "pbx_config.so"})
-        result.reloaded = True
-        await asyncio.to_thread(config.keep_applied, generated, Path(settings.DATA_DIR) / "pbx" / "applied")
-        loaded = {m.get("ObjectName") or "" for m in await self.ami.action_list("PJSIPShowEndpoints")}
+        # A file Asterisk already loaded in this AMI session, unchanged since, needs no reload.
+        for file_name, module in ((config.PJSIP_FILE, "res_pjsip.so"), (config.DIALPLAN_FILE, "pbx_config.so")):
+            if self._loaded.get(file_name) != generated.files[file_name]:
+                self._loaded.pop(file_name, None)
+                await self.ami.action("Reload", {"Module": module})
+                self._loaded[file_name] = generated.files[file_name]
+                result.reloaded = True
+        phases.done("reload")
+        keep = asyncio.to_thread(config.keep_applied, generated, Path(settings.DATA_DIR) / "pbx" / "applied")
+        listed, _ = await asyncio.gather(self.ami.action_list("PJSIPShowEndpoints"), keep)
+        loaded = {m.get("ObjectName") or "" for m in listed}
+        phases.done("verify")
         rejected = await log.rejections(generated, settle=any(e not in loaded for e in generated.endpoints))
+        phases.done("log")
+        result.phases = phases.ms
         errors: dict[str, str] = {}
         for endpoint, owner in generated.endpoints.items():
             if endpoint not in loaded:
@@ -107,6 +126,10 @@ class Applier:
             errors[owner.label] = f"Not written: {reason}"
         lingering = sorted(e for e in self.owned if e not in generated.endpoints and e in loaded)
         result.event["errors"] = [{"object": label, "message": message} for label, message in sorted(errors.items())]
+        if errors:
+            # Asterisk kept something else than the files say: reload them next time, even
+            # unchanged, so the same errors are found (and cleared) again.
+            self._loaded.clear()
         result.drift = {
             "in_db_only": sorted(
                 {owner.label for e, owner in generated.endpoints.items() if e not in loaded}
@@ -117,6 +140,17 @@ class Applier:
         result.site_endpoints = sorted(loaded - set(generated.endpoints) - set(self.owned))
         # Still ours to remove: what lingers stays owned until Asterisk lets go of it.
         self.owned = {e: self.owned[e] for e in lingering} | {e: o.label for e, o in generated.endpoints.items()}
+
+
+class _Phases:
+    def __init__(self) -> None:
+        self.ms: dict[str, int] = {}
+        self._last = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.ms[name] = round((now - self._last) * 1000)
+        self._last = now
 
 
 class _LogTail:

@@ -7,7 +7,7 @@ server process). It
 * watches the live stream for ``extension.*`` / ``trunk.*`` events: every committed change,
   whatever made it (API, UI, admin, shell, or raw SQL caught by the poller), reaches the
   stream, so the stream is the one place to learn that Asterisk needs an apply;
-* applies (``pbx.apply``): debounced, one at a time, and again after every (re)connect and
+* applies (``pbx.apply``): debounced (see ``BATCH_QUIET``), one at a time, and again after every (re)connect and
   every ``FullyBooted`` so a restarted Asterisk is verified too (see ``pbx.apply``);
 * keeps the shared status (``pbx.status``) that ``GET /api/pbx`` and the pages read.
 """
@@ -37,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 GROUP = "rayanpbx.pbx"
 OWNED_KEY = "pbx:owned"
+#: One transaction's changes are published together: their events' ``timestamp``s (stamped
+#: by the publisher, so free of delivery jitter) lie within ``BATCH_GAP`` of each other. An
+#: apply waits ``BATCH_QUIET`` after such a batch; a change stamped further apart is another
+#: write, so a burst of separate writes waits for ``PBX_APPLY_DEBOUNCE`` of quiet instead and
+#: gives one apply.
+BATCH_GAP = 0.002
+BATCH_QUIET = 0.05
 #: Channel-layer groups expire (channels_redis: a day); the link re-joins well before.
 REJOIN_EVERY = 3600.0
 
@@ -58,6 +65,8 @@ class PbxLink:
         self._connected: asyncio.Event | None = None
         self._first_change = 0.0
         self._last_change = 0.0
+        self._quiet = BATCH_QUIET
+        self._last_published = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.applier: Applier | None = None
         self._published_link: tuple[Any, ...] | None = None
@@ -130,6 +139,8 @@ class PbxLink:
             asterisk = self.status["asterisk"]
             asterisk["startup_at"] = _local_time(core.get("CoreStartupDate"), core.get("CoreStartupTime"))
             asterisk["reload_at"] = _local_time(core.get("CoreReloadDate"), core.get("CoreReloadTime"))
+        assert self.applier is not None
+        self.applier.connected()
         self.status["link"] = {**self.status["link"], "state": "connected", "asterisk_version": version, "error": None}
         await self._publish_link()
         assert self._connected is not None
@@ -154,16 +165,23 @@ class PbxLink:
             if frame is None:  # (re)subscribed: a change may have been missed, so re-apply
                 self._note_change(0)
                 continue
-            kind = json.loads(frame).get("type", "")
-            if kind.startswith(("extension.", "trunk.")):
-                self._note_change(1)
+            event = json.loads(frame)
+            if event.get("type", "").startswith(("extension.", "trunk.")):
+                self._note_change(1, published=_epoch(event.get("timestamp")))
 
-    def _note_change(self, count: int, *, now: bool = False) -> None:
+    def _note_change(self, count: int, *, now: bool = False, published: float | None = None) -> None:
+        """Count a change and make an apply due; ``now`` skips the quiet wait."""
         assert self._due is not None and self.applier is not None
         moment = time.monotonic()
         if not self._due.is_set():
-            self._first_change = moment
-        self._last_change = moment - (settings.PBX_APPLY_DEBOUNCE if now else 0.0)
+            self._first_change, self._quiet = moment, BATCH_QUIET
+        elif count and (published is None or abs(published - self._last_published) > BATCH_GAP):
+            # Not the rest of one transaction's batch but another write: a burst of writes,
+            # so wait for it to end (PBX_APPLY_DEBOUNCE of quiet, at most PBX_APPLY_MAX_DELAY).
+            self._quiet = max(self._quiet, settings.PBX_APPLY_DEBOUNCE)
+        if published is not None:
+            self._last_published = published
+        self._last_change = moment - (self._quiet if now else 0.0)
         was_pending = self.pending
         self.pending += count
         self._due.set()
@@ -187,9 +205,7 @@ class PbxLink:
     async def _debounce(self) -> None:
         """Wait for a quiet moment after the last change, but never longer than the cap."""
         while True:
-            deadline = min(
-                self._last_change + settings.PBX_APPLY_DEBOUNCE, self._first_change + settings.PBX_APPLY_MAX_DELAY
-            )
+            deadline = min(self._last_change + self._quiet, self._first_change + settings.PBX_APPLY_MAX_DELAY)
             delay = deadline - time.monotonic()
             if delay <= 0:
                 return
@@ -259,6 +275,14 @@ class PbxLink:
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("PBX link: publishing a state change failed", exc_info=task.exception())
+
+
+def _epoch(stamp: Any) -> float | None:
+    """A frame's ``timestamp`` (ISO-8601, ``Z``) in seconds since 1970, or None."""
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _local_time(date: str | None, clock: str | None) -> str | None:

@@ -27,7 +27,6 @@ def pbx_env(asterisk: Asterisk, **extra: str) -> dict[str, str]:
         "AMI_SECRET": asterisk.ami_secret,
         "ASTERISK_CONFIG_DIR": str(asterisk.etc_dir),
         "ASTERISK_LOG_FILE": str(asterisk.log_file),
-        "PBX_APPLY_DEBOUNCE": "0.2",
         **extra,
     }
 
