@@ -634,6 +634,37 @@ ctrl_tcp_listen {HOST}:{self.ctrl_port}
         return bool(wait_until(listed, timeout, 0.1))
 
 
+# --- a second PBX that trunks register to ----------------------------------------------
+
+PROVIDER_SECRET = 'Prov;ider[x]#include "a=b"'  # a trunk secret with everything a config file could trip on
+#: The provider's dialplan for calls arriving from RayanPBX's trunks: answer and echo.
+PROVIDER_DIALPLAN = "[from-rayanpbx]\nexten => _X.,1,Answer()\n same => n,Echo()\n"
+
+
+def provider_account(name: str) -> str:
+    """What the provider (B) defines for one of A's trunks: an endpoint that may register and call in."""
+    secret = PROVIDER_SECRET.replace(";", "\\;")
+    return f"""
+[{name}-acct]
+type = endpoint
+context = from-rayanpbx
+allow = !all,ulaw,alaw
+auth = {name}-acct
+aors = {name}-acct
+
+[{name}-acct]
+type = auth
+auth_type = userpass
+username = {name}-acct
+password = {secret}
+
+[{name}-acct]
+type = aor
+max_contacts = 1
+remove_existing = yes
+"""
+
+
 # --- pytest fixtures ---------------------------------------------------------------------
 
 

@@ -17,10 +17,8 @@ import pytest
 
 from extensions.models import Extension
 from pbx import config
-from tests.asterisk import Asterisk, Phone, require_asterisk, wait_until
+from tests.asterisk import PROVIDER_SECRET, Asterisk, Phone, provider_account, require_asterisk, wait_until
 from trunks.models import Trunk
-
-PROVIDER_SECRET = 'Prov;ider[x]#include "a=b"'  # a trunk secret with everything a config file could trip on
 
 
 def extension(pk: int, number: str, **fields: object) -> Extension:
@@ -39,30 +37,6 @@ def apply(pbx: Asterisk, generated: config.Generated) -> list[str]:
     pbx.cli("module reload res_pjsip.so")
     pbx.cli("dialplan reload")
     return changed
-
-
-def provider_account(name: str) -> str:
-    """What the provider (B) defines for one of A's trunks: an endpoint that may register and call in."""
-    secret = PROVIDER_SECRET.replace(";", "\\;")
-    return f"""
-[{name}-acct]
-type = endpoint
-context = from-rayanpbx
-allow = !all,ulaw,alaw
-auth = {name}-acct
-aors = {name}-acct
-
-[{name}-acct]
-type = auth
-auth_type = userpass
-username = {name}-acct
-password = {secret}
-
-[{name}-acct]
-type = aor
-max_contacts = 1
-remove_existing = yes
-"""
 
 
 @pytest.fixture(scope="module")
