@@ -7,20 +7,17 @@ on each). Screenshots of every page at desktop and phone widths go to tests/arti
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.services import missing, redis_url
+from tests.chromium import chromium
+from tests.services import redis_url
 from tests.stack import ADMIN_PASSWORD, Server, Stack
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).parent / "artifacts" / "screenshots"
 LIVE = 5000  # ms a live change may take to show (generous: this is not a timing test)
 READER_PASSWORD = "reader-password-1234"
@@ -31,12 +28,8 @@ expect = sync_api.expect
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not os.path.exists(CHROMIUM):
-        missing("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module", params=["embedded", "redis"])

@@ -12,7 +12,6 @@ the dashboard at desktop and phone widths go to tests/artifacts/screenshots/.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -21,14 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.services import missing, redis_url
+from tests.chromium import chromium
+from tests.services import redis_url
 from tests.stack import ADMIN_PASSWORD, Server, Stack, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]  # fmt: skip
 ARTIFACTS = Path(__file__).parent / "artifacts" / "screenshots"
 LIVE = 5000  # ms a live change may take to show (generous: this is not a timing test)
 PHONE = {"width": 390, "height": 844}
@@ -45,12 +42,8 @@ expect = sync_api.expect
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        missing("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
