@@ -135,6 +135,10 @@ class LocalBus:
     async def position(self) -> int:
         return self._seq
 
+    def position_now(self) -> int:
+        """The last seq issued (sync, for request threads)."""
+        return self._seq
+
     async def frames(self) -> AsyncIterator[str | None]:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         entry = (asyncio.get_running_loop(), queue)
@@ -242,6 +246,11 @@ class RedisBus:
 
     def state(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self._sync.hgetall(self.state_key).items()}
+
+    def position_now(self) -> int:
+        """The last seq issued (sync, for request threads); created from the clock if absent."""
+        self._sync.set(self.seq_key, time.time_ns() // 1000, nx=True)
+        return int(self._sync.get(self.seq_key))
 
     def client_count(self) -> int:
         keys = list(self._sync.scan_iter(match=self.clients_prefix + "*", count=500))

@@ -16,7 +16,8 @@ const PAGES = {
 async function main() {
   const page = document.body.dataset.page;
   if (!PAGES[page]) return; // the login page has no live connection
-  const live = new LiveConnection({ url: liveUrl() });
+  const rendered = document.body.dataset.liveSeq; // the position the page's data is valid at
+  const live = new LiveConnection({ url: liveUrl(), lastSeq: rendered ? Number(rendered) : null });
   initStatus(live);
   initPbx(live);
   document.getElementById("logout-form")?.addEventListener("submit", () => live.close());

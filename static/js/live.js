@@ -24,10 +24,15 @@ export function backoffDelay(attempt, random = Math.random) {
 }
 
 export class LiveConnection {
-  constructor({ url, loginUrl = "/login/" }) {
+  /**
+   * lastSeq: the stream position the page's own data is valid at (rendered by the server,
+   * <body data-live-seq>): the first connect resumes from it, so a change made while the
+   * page was loading is replayed instead of lost. Null: start from the live stream.
+   */
+  constructor({ url, loginUrl = "/login/", lastSeq = null }) {
     this.url = url;
     this.loginUrl = loginUrl;
-    this.lastSeq = null;
+    this.lastSeq = lastSeq;
     this.attempt = 0;
     this.status = "connecting";
     this.since = null; // when the page stopped being live (for the stale notice)
