@@ -1,7 +1,8 @@
 """The wire contract: event types, their payloads, and the JSON envelope.
 
 Every frame the server sends is ``{"seq", "type", "payload", "timestamp"}``. Stream events
-(``extension.*``, ``trunk.*``, ``status_update``, ``pbx.*``) each take the next ``seq`` of the whole
+(``extension.*``, ``trunk.*``, ``status_update``, ``pbx.*``, ``call.*``,
+``security.*``) each take the next ``seq`` of the whole
 deployment; control frames (``welcome``, ``pong``, ``error``, ``resync``, ``auth.ok``)
 carry the ``seq`` of the last stream event the client has been sent and are not numbered
 themselves. See docs/live-events.md for every type with an example.
@@ -86,6 +87,12 @@ StreamType = Literal[
     "pbx.link",
     "pbx.apply",
     "pbx.drift",
+    "extension.registration",
+    "trunk.registration",
+    "call.started",
+    "call.answered",
+    "call.ended",
+    "security.sip_auth_failed",
 ]
 ControlType = Literal["welcome", "pong", "error", "resync", "auth.ok"]
 

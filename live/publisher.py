@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q
@@ -49,9 +50,22 @@ def change_publication(change: Change, *, mode: str = "always", expect: str = ""
     return Publication(f"{topic}.{change.op}", change.payload, state_key(topic, change.pk), state, mode=mode)
 
 
+#: Other apps' counts in ``status_update`` (the PBX link's ``registered`` and ``active_calls``):
+#: functions returning ``{name: int}``, registered with ``register_counts``.
+_count_providers: list[Callable[[], dict[str, int]]] = []
+
+
+def register_counts(provider: Callable[[], dict[str, int]]) -> None:
+    """Add ``provider``'s counts to every ``status_update`` (it must be cheap and never raise)."""
+    _count_providers.append(provider)
+
+
 def current_counts() -> dict[str, int]:
-    """Enabled and total rows of every broadcast model: the ``status_update`` payload."""
+    """Enabled and total rows of every broadcast model, plus registered counts: the
+    ``status_update`` payload."""
     counts: dict[str, int] = {}
+    for provider in _count_providers:
+        counts.update(provider())
     for declaration in broadcasts.all_declarations():
         row = declaration.model._base_manager.aggregate(enabled=Count("pk", filter=Q(enabled=True)), total=Count("pk"))
         counts[declaration.count_as] = row["enabled"]
@@ -79,4 +93,9 @@ def publish_event(type_: str, payload: dict[str, Any]) -> list[int]:
     """Publish one stream event that is not a model change (``pbx.link``, ``pbx.apply``...).
 
     Sync (the bus is); call it from async code through ``sync_to_async``."""
-    return get_bus().publish([Publication(type_, payload, f"event:{type_}", "", mode="always")])
+    return publish_events([(type_, payload)])
+
+
+def publish_events(events: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Publish several such events in order, in one bus call; return their seqs."""
+    return get_bus().publish([Publication(t, p, f"event:{t}", "", mode="always") for t, p in events])

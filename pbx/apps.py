@@ -15,8 +15,13 @@ class PbxConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from pbx import status
+        from live import publisher
+        from pbx import feed, status
         from rayanpbx import background
+
+        # status_update gains `registered` and `active_calls` once the link is configured.
+        if status.configured():
+            publisher.register_counts(feed.counts)
 
         # `runworker rayanpbx-pbx` with Redis; inside the server process in the embedded default.
         background.register("pbx-link", settings.PBX_WORKER_CHANNEL, run_link, when=status.configured)

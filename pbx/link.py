@@ -9,7 +9,9 @@ server process). It
   stream, so the stream is the one place to learn that Asterisk needs an apply;
 * applies (``pbx.apply``): debounced (see ``BATCH_QUIET``), one at a time, and again after every (re)connect and
   every ``FullyBooted`` so a restarted Asterisk is verified too (see ``pbx.apply``);
-* keeps the shared status (``pbx.status``) that ``GET /api/pbx`` and the pages read.
+* keeps the shared status (``pbx.status``) that ``GET /api/pbx`` and the pages read;
+* feeds every AMI event to the live PBX state (``pbx.feed``): registrations, calls, trunk
+  registrations and failed SIP logins, as stream events.
 """
 
 from __future__ import annotations
@@ -32,11 +34,17 @@ from live.publisher import publish_event
 from pbx import status
 from pbx.ami import AmiClient, Message
 from pbx.apply import Applier, ApplyResult
+from pbx.feed import StateFeed
 
 logger = logging.getLogger(__name__)
 
 GROUP = "rayanpbx.pbx"
 OWNED_KEY = "pbx:owned"
+#: The stream events that mean the configuration changed (``extension.registration`` and
+#: ``trunk.registration`` are Asterisk's own news, not changes to apply).
+CONFIGURATION_EVENTS = frozenset(
+    f"{topic}.{op}" for topic in ("extension", "trunk") for op in ("created", "updated", "deleted")
+)
 #: One transaction's changes are published together: their events' ``timestamp``s (stamped
 #: by the publisher, so free of delivery jitter) lie within ``BATCH_GAP`` of each other. An
 #: apply waits ``BATCH_QUIET`` after such a batch; a change stamped further apart is another
@@ -69,6 +77,7 @@ class PbxLink:
         self._last_published = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.applier: Applier | None = None
+        self.feed = StateFeed(self.ami, is_trunk=self._is_trunk)
         self._published_link: tuple[Any, ...] | None = None
 
     # --- running ----------------------------------------------------------------------
@@ -86,9 +95,10 @@ class PbxLink:
             self.status["apply"] = previous["apply"]
         self.ami.add_state_listener(self._on_state)
         self.ami.add_event_listener(self._on_event)
+        self.ami.add_event_listener(self.feed.on_event)
         self.ami.add_connect_listener(self._on_connect)
         _local = self
-        parts = [self.ami.run(), self._watch_changes(), self._apply_loop(), self._heartbeat()]
+        parts = [self.ami.run(), self._watch_changes(), self._apply_loop(), self._heartbeat(), self.feed.run()]
         if settings.REDIS_URL:
             parts.append(self._control())
         tasks = [asyncio.ensure_future(part) for part in parts]
@@ -107,6 +117,10 @@ class PbxLink:
                     await task
             with contextlib.suppress(Exception):
                 await self.ami.close()
+
+    def _is_trunk(self, endpoint: str) -> bool:
+        """An endpoint RayanPBX generated for a trunk (the site's own are not ours to judge)."""
+        return self.applier is not None and self.applier.owned.get(endpoint, "").startswith("trunk ")
 
     def request_apply(self) -> None:
         """Apply now (``POST /api/pbx/apply``), even with nothing pending: a re-verification."""
@@ -141,6 +155,7 @@ class PbxLink:
             asterisk["reload_at"] = _local_time(core.get("CoreReloadDate"), core.get("CoreReloadTime"))
         assert self.applier is not None
         self.applier.connected()
+        self.feed.connected()
         self.status["link"] = {**self.status["link"], "state": "connected", "asterisk_version": version, "error": None}
         await self._publish_link()
         assert self._connected is not None
@@ -166,7 +181,7 @@ class PbxLink:
                 self._note_change(0)
                 continue
             event = json.loads(frame)
-            if event.get("type", "").startswith(("extension.", "trunk.")):
+            if event.get("type", "") in CONFIGURATION_EVENTS:
                 self._note_change(1, published=_epoch(event.get("timestamp")))
 
     def _note_change(self, count: int, *, now: bool = False, published: float | None = None) -> None:

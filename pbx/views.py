@@ -1,4 +1,5 @@
-"""REST API of the PBX link: ``GET /api/pbx``, ``POST /api/pbx/apply``, ``GET /api/pbx/config``."""
+"""REST API of the PBX link: ``GET /api/pbx``, ``POST /api/pbx/apply``, ``GET /api/pbx/config``,
+and the live state's snapshots ``GET /api/pbx/registrations|calls|trunks|security``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pbx import config, link, status
+from pbx import config, feed, link, status
 from rayanpbx.api.schema import error_response
 
 
@@ -126,3 +127,45 @@ class PbxConfigView(APIView):
 
         generated = config.generate()
         return Response({"config_dir": str(settings.ASTERISK_CONFIG_DIR), "files": config.masked(generated)})
+
+
+def _snapshot_view(name: str, summary: str, fields: dict[str, serializers.Field]) -> type[APIView]:
+    """A read-only view of one part of the live PBX state, with the stream position it is valid at."""
+
+    class SnapshotView(APIView):
+        permission_classes = [IsAuthenticated]
+
+        @extend_schema(
+            summary=summary,
+            description=(
+                "Load this, then connect to /ws with ?last_seq=<seq>: every later change arrives once, "
+                "as a stream event (docs/live-events.md)."
+            ),
+            responses={
+                200: inline_serializer(
+                    f"Pbx{name.title().replace('_', '')}", {"seq": serializers.IntegerField(), **fields}
+                ),
+                401: error_response("Not signed in."),
+            },
+        )
+        def get(self, request: Request) -> Response:
+            document = feed.snapshot()
+            return Response({"seq": document["seq"], **{key: document[key] for key in fields}})
+
+    SnapshotView.__name__ = f"Pbx{name.title().replace('_', '')}View"
+    return SnapshotView
+
+
+_ROWS = serializers.ListField(child=serializers.DictField())
+PbxRegistrationsView = _snapshot_view(
+    "registrations", "Extensions' registrations: state and contacts", {"registrations": _ROWS}
+)
+PbxCallsView = _snapshot_view(
+    "calls",
+    "Active calls and the last 200 ended",
+    {"calls": inline_serializer("PbxCallLists", {"active": _ROWS, "ended": _ROWS})},
+)
+PbxTrunksView = _snapshot_view("trunks", "Trunks' outbound registrations", {"trunks": _ROWS})
+PbxSecurityView = _snapshot_view(
+    "security", "The last 50 failed SIP logins, aggregated per username and source", {"auth_failures": _ROWS}
+)

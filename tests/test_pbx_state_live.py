@@ -1,0 +1,156 @@
+"""Live PBX state end to end: a real Asterisk 22 and baresip phones, RayanPBX's link, and
+what every browser receives: registrations, calls, failed SIP logins, the counts, and the
+REST snapshots that cannot race the stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.asterisk import Asterisk, Phone, require_asterisk, require_baresip
+from tests.pbx_helpers import Stream, is_apply, pbx_stack, wait_until
+from tests.stack import Stack
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
+    require_asterisk()
+    require_baresip()
+    asterisk = Asterisk(tmp_path_factory.mktemp("asterisk"))
+    asterisk.start()
+    yield asterisk
+    asterisk.stop()
+
+
+@pytest.fixture(scope="module")
+def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = pbx_stack(tmp_path_factory.mktemp("site"), pbx)
+    stack.server = stack.start_server()
+    stack.admin = stack.login(stack.server)
+    wait_until(lambda: get(stack, "/api/pbx")["link"]["state"] == "connected", what="link connected")
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def stream(site: Stack) -> Iterator[Stream]:
+    stream = Stream(site.server, site.admin)
+    stream.wait(lambda f: f["type"] == "welcome")
+    yield stream
+    stream.close()
+
+
+def get(stack: Stack, path: str) -> Any:
+    code, body = stack.request(stack.server, "GET", path, token=stack.login(stack.server))
+    assert code == 200, body
+    return body
+
+
+def extension(site: Stack, stream: Stream, number: str, **fields: Any) -> dict[str, Any]:
+    mark = stream.mark()
+    body = {"extension_number": number, "name": f"Phone {number}", **fields}
+    code, body = site.request(site.server, "POST", "/api/extensions", body, site.admin)
+    assert code == 201, body
+    stream.wait(lambda f: is_apply("applied")(f) or is_apply("failed")(f), after=mark)
+    return body
+
+
+def registration(number: str, state: str):
+    return lambda f: (
+        f["type"] == "extension.registration"
+        and f["payload"]["extension_number"] == number
+        and f["payload"]["state"] == state
+    )
+
+
+def test_a_phone_registering_and_leaving_is_seen_live_with_its_details(
+    site: Stack, pbx: Asterisk, stream: Stream, tmp_path: Path
+) -> None:
+    created = extension(site, stream, "5101")
+    mark = stream.mark()
+    phone = Phone(tmp_path / "p", "5101", created["secret"], pbx)
+    started = time.monotonic()
+    phone.start()
+    try:
+        registered = stream.wait(registration("5101", "registered"), after=mark, timeout=5)
+        assert time.monotonic() - started < 2.0
+        # The details events lack (user agent, address) arrive within a second.
+        detailed = stream.wait(
+            lambda f: registration("5101", "registered")(f) and f["payload"]["contacts"][0]["user_agent"],
+            after=mark, timeout=3,
+        )  # fmt: skip
+        contact = detailed["payload"]["contacts"][0]
+        assert contact["ip"] == "127.0.0.1" and contact["port"] == phone.sip_port
+        assert "baresip" in contact["user_agent"].lower()
+        assert registered["payload"]["contacts"][0]["uri"].endswith(f"@127.0.0.1:{phone.sip_port}")
+        counted = stream.wait(lambda f: f["type"] == "status_update" and f["payload"].get("registered", 0) >= 1,
+                              after=mark)  # fmt: skip
+        assert "active_calls" in counted["payload"]
+        snapshot = get(site, "/api/pbx/registrations")
+        assert snapshot["seq"] >= detailed["seq"]
+        assert [r["state"] for r in snapshot["registrations"] if r["extension_number"] == "5101"] == ["registered"]
+    finally:
+        mark = stream.mark()
+        phone.stop()
+    stream.wait(registration("5101", "unregistered"), after=mark, timeout=5)
+    assert all(f["type"] != "ContactStatus" for f in stream.frames)  # raw AMI never reaches a browser
+
+
+def test_a_wrong_password_gives_one_aggregated_event(
+    site: Stack, pbx: Asterisk, stream: Stream, tmp_path: Path
+) -> None:
+    extension(site, stream, "5201")
+    mark = stream.mark()
+    intruder = Phone(tmp_path / "bad", "5201", "Wrong-password-000", pbx)
+    intruder.start()
+    try:
+        failure = stream.wait(lambda f: f["type"] == "security.sip_auth_failed", after=mark, timeout=15)
+    finally:
+        intruder.stop()
+    payload = failure["payload"]
+    assert payload["username"] == "5201" and payload["remote_ip"] == "127.0.0.1"
+    assert payload["attempts"] >= 2  # baresip retries at once: many attempts, one event
+    assert len(stream.of("security.sip_auth_failed", after=mark)) == 1
+    assert any(a["username"] == "5201" for a in get(site, "/api/pbx/security")["auth_failures"])
+
+
+def test_a_call_is_started_answered_and_ended_with_one_id(
+    site: Stack, pbx: Asterisk, stream: Stream, tmp_path: Path
+) -> None:
+    a_ext, b_ext = extension(site, stream, "5301"), extension(site, stream, "5302")
+    a = Phone(tmp_path / "a", "5301", a_ext["secret"], pbx)
+    b = Phone(tmp_path / "b", "5302", b_ext["secret"], pbx, auto_answer=True)
+    a.start()
+    b.start()
+    try:
+        assert a.wait_registered(5) and b.wait_registered(5)
+        mark = stream.mark()
+        a.dial("5302")
+        a.wait_event("CALL_ESTABLISHED", 10)
+        started = stream.wait(lambda f: f["type"] == "call.started", after=mark)
+        call_id = started["payload"]["id"]
+        assert started["payload"]["from"] == "5301" and started["payload"]["to"] == "5302"
+        assert started["payload"]["direction"] == "internal" and started["payload"]["trunk"] is None
+        stream.wait(lambda f: f["type"] == "call.answered" and f["payload"]["id"] == call_id, after=mark)
+        active = get(site, "/api/pbx/calls")["calls"]["active"]
+        assert [c["id"] for c in active] == [call_id]  # a page opened mid-call shows it at once
+        time.sleep(1.0)
+        a.hangup()
+        ended = stream.wait(lambda f: f["type"] == "call.ended" and f["payload"]["id"] == call_id, after=mark)
+        assert ended["payload"]["cause"] == 16
+        assert (
+            0.5 <= ended["payload"]["duration_s"] < 15
+            and 0.5 <= ended["payload"]["talk_s"] <= ended["payload"]["duration_s"]
+        )
+        assert len(stream.of("call.started", after=mark)) == 1
+        calls = get(site, "/api/pbx/calls")["calls"]
+        assert calls["active"] == [] and calls["ended"][0]["id"] == call_id
+    finally:
+        a.stop()
+        b.stop()
