@@ -172,6 +172,12 @@ def test_a_trunk_created_in_the_api_registers_to_a_second_asterisk_and_carries_a
         assert applied_after(stream, mark)["payload"]["errors"] == []
         wait_until(lambda: pbx.registrations().get("carrier") == "Registered", what="trunk registered to B")
         assert provider.contacts().get("carrier-acct")
+        # ...and every browser is told, with the server it registered to.
+        registered = stream.wait(
+            lambda f: f["type"] == "trunk.registration" and f["payload"]["state"] == "registered", after=mark
+        )
+        assert registered["payload"]["name"] == "carrier"
+        assert str(provider.sip_port) in registered["payload"]["server_uri"]
 
         caller = create_extension(site, "3901")
         wait_until(lambda: "3901" in pbx.endpoints(), what="3901 in Asterisk")

@@ -154,3 +154,51 @@ def test_a_call_is_started_answered_and_ended_with_one_id(
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("how", ["core restart now", "killed"])
+def test_asterisk_restarted_during_a_call_leaves_no_ghost_and_registrations_come_back(
+    site: Stack, pbx: Asterisk, stream: Stream, tmp_path: Path, how: str
+) -> None:
+    n = "55" if how == "killed" else "54"
+    a_ext, b_ext = extension(site, stream, f"{n}01"), extension(site, stream, f"{n}02")
+    a = Phone(tmp_path / "a", f"{n}01", a_ext["secret"], pbx)
+    b = Phone(tmp_path / "b", f"{n}02", b_ext["secret"], pbx, auto_answer=True)
+    a.start()
+    b.start()
+    try:
+        assert a.wait_registered(5) and b.wait_registered(5)
+        mark = stream.mark()
+        a.dial(f"{n}02")
+        a.wait_event("CALL_ESTABLISHED", 10)
+        call_id = stream.wait(lambda f: f["type"] == "call.answered", after=mark)["payload"]["id"]
+        mark = stream.mark()
+        if how == "killed":  # no Hangup events at all: only the snapshot after the restart can tell
+            pbx.process.kill()
+            pbx.process.wait(10)
+            pbx.process = None
+            pbx.start()
+        else:  # Asterisk hangs its channels up itself before it goes
+            pbx.cli("core restart now")
+        ended = stream.wait(
+            lambda f: f["type"] == "call.ended" and f["payload"]["id"] == call_id, after=mark, timeout=20
+        )
+        if how == "killed":
+            assert ended["payload"]["cause"] == "pbx restarted"
+        stream.wait(lambda f: f["type"] == "pbx.link" and f["payload"]["state"] == "connected", after=mark, timeout=20)
+        wait_until(lambda: get(site, "/api/pbx/calls")["calls"]["active"] == [], timeout=10, what="no ghost call")
+
+        def states() -> dict[str, str]:
+            return {r["extension_number"]: r["state"] for r in get(site, "/api/pbx/registrations")["registrations"]}
+
+        if how == "killed":
+            # A killed Asterisk lost its contacts: they are back when the phones register again
+            # (here: restarted, rather than waiting a minute for their next REGISTER).
+            for phone in (a, b):
+                phone.stop()
+                phone.start()
+        wait_until(lambda: states().get(f"{n}01") == states().get(f"{n}02") == "registered",
+                   timeout=10, what="both registered after the restart")  # fmt: skip
+    finally:
+        a.stop()
+        b.stop()
