@@ -11,6 +11,7 @@ const PAGES = {
   dashboard: () => import("./dashboard.js"),
   extensions: () => import("./listpage.js"),
   trunks: () => import("./listpage.js"),
+  calls: () => import("./calls.js"),
 };
 
 async function main() {

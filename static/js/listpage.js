@@ -5,9 +5,87 @@
  * fetches just that row's fragment and puts it in its sorted place; a deleted row goes;
  * on resync the page reloads the rows in one request. Search, status filter and column
  * sorting happen here, on the rows already shown.
+ *
+ * With a PBX link, each row also shows its live registration (an extension's: state, qualify
+ * RTT, the phone's IP and user agent; a trunk's: state and last attempt). The page embeds the
+ * registrations at its stream position (#pbx-snapshot); the extension.registration or
+ * trunk.registration events after it keep them current. The state is kept here by number or
+ * name and drawn into every row, also into a row re-fetched from the server.
  */
 import { fetchFragment } from "./api.js";
+import { follow, formatRtt, formatTime, pageSnapshot } from "./calls.js";
 import { initEditor } from "./editor.js";
+
+const EXTENSION_WORDS = { registered: "Registered", unreachable: "Unreachable", unregistered: "Not registered" };
+const TRUNK_WORDS = { registered: "Registered", unregistered: "Not registered", rejected: "Rejected", failed: "Failed" };
+// Sorting by status: registered first, then trouble, then the rest.
+const STATUS_ORDER = { registered: "0", unreachable: "1", rejected: "1", failed: "1", unregistered: "2", none: "3" };
+
+const LIVE_STATE = {
+  extension: {
+    event: "extension.registration",
+    path: "/api/pbx/registrations",
+    list: "registrations",
+    key: (payload) => payload.extension_number,
+    draw: drawExtension,
+  },
+  trunk: {
+    event: "trunk.registration",
+    path: "/api/pbx/trunks",
+    list: "trunks",
+    key: (payload) => payload.name,
+    draw: drawTrunk,
+  },
+};
+
+function part(element, name) {
+  return element.querySelector(`[data-part="${name}"]`);
+}
+
+function setText(element, text) {
+  if (element && element.textContent !== text) element.textContent = text;
+}
+
+/** An extension's status cell and the IP under its name, from its registration (or none). */
+function drawExtension(row, registration) {
+  const cell = row.querySelector(".reg");
+  if (!cell) return;
+  const state = registration?.state || "unregistered";
+  const contacts = registration?.contacts || [];
+  // The contact that answers qualify (an RTT) is the live one; otherwise the first.
+  const contact = contacts.find((c) => c.rtt_ms !== null && c.rtt_ms !== undefined) || contacts[0];
+  cell.dataset.state = state;
+  setText(part(cell, "state"), EXTENSION_WORDS[state] || state);
+  setText(part(cell, "rtt"), state === "registered" && contact ? formatRtt(contact.rtt_ms) : "");
+  const agent = contact?.user_agent || "";
+  cell.title = agent ? `User agent: ${agent}` : "";
+  const ip = part(row, "ip");
+  if (ip) {
+    const address = contact?.ip || "";
+    const more = contacts.length > 1 ? ` +${contacts.length - 1}` : "";
+    setText(ip, address ? `${address}${more}` : "");
+    ip.title = [contact?.uri, agent].filter(Boolean).join(" · ");
+    ip.hidden = !address;
+  }
+  row.dataset.reg = state;
+  row.dataset.kStatus = STATUS_ORDER[state] ?? "3";
+}
+
+/** A trunk's registration cell: its state and last attempt (none: it does not register). */
+function drawTrunk(row, registration) {
+  const cell = row.querySelector(".reg");
+  if (!cell) return;
+  const state = registration?.state || "none";
+  cell.dataset.state = state;
+  setText(part(cell, "state"), registration ? TRUNK_WORDS[state] || state : "No registration");
+  const attempt = part(cell, "attempt");
+  const at = registration?.last_attempt_at;
+  setText(attempt, at ? `Last attempt ${formatTime(at)}` : "");
+  attempt.hidden = !at;
+  cell.title = registration?.server_uri ? `Registers to ${registration.server_uri}` : "";
+  row.dataset.reg = state;
+  row.dataset.kStatus = STATUS_ORDER[state] ?? "3";
+}
 
 export function init(live) {
   const table = document.getElementById("list");
@@ -31,8 +109,25 @@ export function init(live) {
     const query = search.value.trim().toLowerCase();
     const status = statusFilter.value;
     const enabled = row.dataset.enabled === "true";
-    return (!query || row.dataset.search.includes(query)) && (status === "all" || (status === "enabled") === enabled);
+    const registered = row.dataset.reg === "registered";
+    const shown = {
+      all: true,
+      enabled,
+      disabled: !enabled,
+      registered,
+      unregistered: !registered,
+    }[status];
+    return (!query || row.dataset.search.includes(query)) && shown !== false;
   }
+
+  // The live registrations (with a PBX link): kept by number or name, drawn into the rows.
+  const liveState = LIVE_STATE[topic];
+  const snapshot = liveState ? pageSnapshot() : null;
+  let registrations = new Map();
+  const drawRow = (row) => {
+    if (snapshot) liveState.draw(row, registrations.get(row.dataset.liveKey));
+  };
+  const rowFor = (key) => [...tbody.rows].find((row) => row.dataset.liveKey === key);
 
   function refreshView() {
     let shown = 0;
@@ -78,6 +173,7 @@ export function init(live) {
         old?.remove();
       } else {
         const row = parseRow(html);
+        drawRow(row);
         if (old) old.replaceWith(row);
         place(row);
         flash(row);
@@ -98,6 +194,7 @@ export function init(live) {
     const html = await fetchFragment(`/${slug}/rows`);
     if (html === null) return;
     tbody.innerHTML = html;
+    for (const row of tbody.rows) drawRow(row);
     sortRows();
   }
 
@@ -114,6 +211,29 @@ export function init(live) {
   live.on(`${topic}.updated`, (frame) => refreshRow(frame.payload.id));
   live.on(`${topic}.deleted`, (frame) => removeRow(frame.payload.id));
   live.onResync(reloadAll);
+
+  if (snapshot) {
+    follow(live, {
+      snapshot,
+      path: liveState.path,
+      types: [liveState.event],
+      load: (document) => {
+        registrations = new Map((document[liveState.list] || []).map((item) => [String(liveState.key(item)), item]));
+        for (const row of tbody.rows) drawRow(row);
+        if (sort.key === "status") sortRows();
+        else refreshView();
+      },
+      apply: (frame) => {
+        const key = String(liveState.key(frame.payload));
+        registrations.set(key, frame.payload);
+        const row = rowFor(key);
+        if (!row) return;
+        drawRow(row);
+        if (sort.key === "status") place(row);
+        refreshView();
+      },
+    });
+  }
 
   search.addEventListener("input", refreshView);
   statusFilter.addEventListener("change", refreshView);
