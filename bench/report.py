@@ -335,7 +335,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "  **ours (embedded)**: the same without Redis (in-process bus and poller); both on SQLite in a",
         "  temporary data directory, migrated, with an admin account. **baseline relay**:",
         "  `bench/baseline_relay.py`, Redis pub/sub → `websockets.broadcast()`, no Django (standing for the",
-        "  seed's Go relay; see `/work/shared/PERF_NOTES.md` for that relay measured beside the same kind of",
+        "  seed's Go relay; see `../shared/PERF_NOTES.md` for that relay measured beside the same kind of",
         "  bare relay).",
         '* Clients: the `websockets` library, token as subprotocols `["rayanpbx", "bearer.<access>"]` from one',
         "  REST login, no compression, no client pings; connected = the `welcome` frame arrived.",

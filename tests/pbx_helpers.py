@@ -101,3 +101,25 @@ def wait_until(check: Callable[[], Any], timeout: float = TIMEOUT, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s (last: {value!r})")
         time.sleep(0.05)
+
+
+def get(stack: Stack, path: str) -> Any:
+    """``GET path`` on the stack's server with a fresh token; the body, which must be a 200."""
+    code, body = stack.request(stack.server, "GET", path, token=stack.login(stack.server))
+    assert code == 200, body
+    return body
+
+
+def start_linked(stack: Stack) -> Stack:
+    """Start the stack's server, log the admin in (``stack.admin``), wait for the link."""
+    stack.server = stack.start_server()
+    stack.admin = stack.login(stack.server)
+    wait_until(lambda: get(stack, "/api/pbx")["link"]["state"] == "connected", what="link connected")
+    return stack
+
+
+def open_stream(stack: Stack) -> Stream:
+    """The admin's live stream on the stack's server, past its ``welcome``."""
+    stream = Stream(stack.server, stack.admin)
+    stream.wait(lambda f: f["type"] == "welcome")
+    return stream

@@ -26,7 +26,7 @@ from tests.asterisk import (
     require_asterisk,
     require_baresip,
 )
-from tests.pbx_helpers import Stream, is_apply, is_link, pbx_stack, wait_until
+from tests.pbx_helpers import Stream, get, is_apply, is_link, open_stream, pbx_stack, start_linked, wait_until
 from tests.services import redis_url
 from tests.stack import Stack
 
@@ -48,26 +48,20 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
 @pytest.fixture(scope="module")
 def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The embedded default (SQLite, in-process bus) with the link inside the server."""
-    stack = pbx_stack(tmp_path_factory.mktemp("site"), pbx)
-    stack.server = stack.start_server()
-    stack.admin = stack.login(stack.server)
-    wait_until(lambda: status(stack)["link"]["state"] == "connected", what="link connected")
+    stack = start_linked(pbx_stack(tmp_path_factory.mktemp("site"), pbx))
     yield stack
     stack.close()
 
 
 @pytest.fixture
 def stream(site: Stack) -> Iterator[Stream]:
-    stream = Stream(site.server, site.admin)
-    stream.wait(lambda f: f["type"] == "welcome")
+    stream = open_stream(site)
     yield stream
     stream.close()
 
 
 def status(stack: Stack) -> dict[str, Any]:
-    code, body = stack.request(stack.server, "GET", "/api/pbx", token=stack.login(stack.server))
-    assert code == 200, body
-    return body
+    return get(stack, "/api/pbx")
 
 
 def api(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -86,9 +86,8 @@ def browser() -> Iterator[Any]:
 def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Server]]:
     """Redis, an AMI user (configured, never connected), two extensions, a trunk, and a PBX
     snapshot in the cache: 102 registered, acme registered, one ended call, one failed login."""
-    stack = Stack(tmp_path_factory.mktemp("pbx-live-ui"), redis_url=redis_url())
-    # Stack builds its environment from os.environ in __post_init__: add to it afterwards.
-    stack.env.update(AMI_USERNAME="x", AMI_SECRET="y", AMI_HOST="127.0.0.1", AMI_PORT=str(free_port()))
+    ami = {"AMI_USERNAME": "x", "AMI_SECRET": "y", "AMI_HOST": "127.0.0.1", "AMI_PORT": str(free_port())}
+    stack = Stack(tmp_path_factory.mktemp("pbx-live-ui"), redis_url=redis_url(), env=ami)
     server = stack.start_server()
     token = stack.login(server)
     for number, name in (("101", "Reception"), ("102", "Sales")):

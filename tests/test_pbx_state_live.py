@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.asterisk import Asterisk, Phone, require_asterisk, require_baresip
-from tests.pbx_helpers import Stream, is_apply, pbx_stack, wait_until
+from tests.pbx_helpers import Stream, get, is_apply, open_stream, pbx_stack, start_linked, wait_until
 from tests.stack import Stack
 
 pytestmark = pytest.mark.services
@@ -30,26 +30,16 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
 
 @pytest.fixture(scope="module")
 def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = pbx_stack(tmp_path_factory.mktemp("site"), pbx)
-    stack.server = stack.start_server()
-    stack.admin = stack.login(stack.server)
-    wait_until(lambda: get(stack, "/api/pbx")["link"]["state"] == "connected", what="link connected")
+    stack = start_linked(pbx_stack(tmp_path_factory.mktemp("site"), pbx))
     yield stack
     stack.close()
 
 
 @pytest.fixture
 def stream(site: Stack) -> Iterator[Stream]:
-    stream = Stream(site.server, site.admin)
-    stream.wait(lambda f: f["type"] == "welcome")
+    stream = open_stream(site)
     yield stream
     stream.close()
-
-
-def get(stack: Stack, path: str) -> Any:
-    code, body = stack.request(stack.server, "GET", path, token=stack.login(stack.server))
-    assert code == 200, body
-    return body
 
 
 def extension(site: Stack, stream: Stream, number: str, **fields: Any) -> dict[str, Any]:

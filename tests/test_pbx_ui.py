@@ -59,9 +59,8 @@ def unlinked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Server]]:
     """Redis, and an AMI user pointing at a port nothing listens on: configured, never connected."""
-    stack = Stack(tmp_path_factory.mktemp("pbx-ui-linked"), redis_url=redis_url())
-    # Stack builds its environment from os.environ in __post_init__: add to it afterwards.
-    stack.env.update(AMI_USERNAME="x", AMI_SECRET="y", AMI_HOST="127.0.0.1", AMI_PORT=str(free_port()))
+    ami = {"AMI_USERNAME": "x", "AMI_SECRET": "y", "AMI_HOST": "127.0.0.1", "AMI_PORT": str(free_port())}
+    stack = Stack(tmp_path_factory.mktemp("pbx-ui-linked"), redis_url=redis_url(), env=ami)
     yield stack, stack.start_server()
     stack.close()
 
