@@ -1,5 +1,6 @@
 """``make bench`` / ``python -m bench``: fan-out benchmark of RayanPBX against a bare relay,
-and the PBX apply figure against a private Asterisk (``bench.apply``).
+the PBX apply figure against a private Asterisk (``bench.apply``), and the AMI flood against a
+scripted Asterisk (``bench.ami_flood``).
 
 Starts every server itself (RayanPBX with Redis, RayanPBX embedded, and the baseline relay
 of ``bench.baseline_relay``), pinned to core 0, with load clients pinned to core 1; runs
@@ -9,6 +10,10 @@ and ``docs/benchmarks.png``. ``--quick`` is the few-minute development run.
     make bench                                  # N = 100, 1,000, 5,000, 10,000
     make bench BENCH_ARGS="--quick"             # N = 100, 1,000, few events
     make bench BENCH_ARGS="--sections apply"    # only the PBX apply figure (needs Asterisk 22)
+    make bench BENCH_ARGS="--sections ami"      # only the AMI flood (2,000 events/s, 30 s, 1,000 clients)
+    make bench BENCH_ARGS="--sections poller"   # only the database poller at 1,000 / 10,000 / 100,000 rows
+    make bench BENCH_ARGS="--sections scale"    # only the extensions page and list API at 1,000-100,000 rows
+    make bench BENCH_ARGS="--sections apply-scale"  # one change applied among 100,000 extensions
     python -m bench --sizes 100,1000 --stacks redis,baseline --out /tmp/bench
 """
 
@@ -49,10 +54,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="re-render .md and .png from the .json in --out")
     parser.add_argument(
         "--sections",
-        default="fanout,apply",
-        help="fanout (the live layer) and/or apply (the PBX link against a private Asterisk); "
-        "a section not run keeps its figures from the .json in --out",
+        default="fanout,apply,ami,poller,scale,apply-scale",
+        help="fanout (the live layer), apply (the PBX link against a private Asterisk), ami (the PBX link "
+        "flooded by a scripted Asterisk), poller (the database poller at 1,000-100,000 rows) and/or scale (the "
+        "extensions page in Chromium and the list API at 1,000-100,000 rows), apply-scale (one change applied "
+        "among 100,000 extensions); a section "
+        "not run keeps its figures from the .json in --out",
     )
+    parser.add_argument("--ami-rate", type=float, default=2000.0, help="ami: AMI events per second")
+    parser.add_argument("--ami-seconds", type=float, default=30.0, help="ami: how long the flood lasts")
+    parser.add_argument("--ami-clients", type=int, default=1000, help="ami: WebSocket clients connected")
     args = parser.parse_args(argv)
     if args.sizes is None:
         args.sizes = "100,1000" if args.quick else "100,1000,5000,10000"
@@ -129,6 +140,31 @@ def main(argv: list[str] | None = None) -> None:
         from bench import apply
 
         results["apply"] = apply.measure(args.redis)
+    if "apply-scale" in sections:
+        from bench import apply
+
+        results["apply_scale"] = apply.measure_scale(args.redis)
+    if "poller" in sections:
+        from bench import poller
+
+        results["poller"] = poller.measure()
+    if "scale" in sections:
+        from bench import scale
+
+        results["scale"] = scale.measure(args.redis)
+    if "ami" in sections:
+        from bench import ami_flood
+
+        started = time.time()
+        results["ami"] = ami_flood.measure(
+            args.redis, rate=args.ami_rate, seconds=args.ami_seconds, clients=args.ami_clients
+        )
+        results["ami"].update(
+            command="make bench" + (f' BENCH_ARGS="{shlex.join(argv)}"' if argv else ""),
+            started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            duration_s=round(time.time() - started, 1),
+            product=report.product_version(),
+        )
     report.write_json(results, out / "benchmarks.json")
     report.write_plot(results, out / "benchmarks.png")
     report.write_markdown(results, out / "benchmarks.md")

@@ -6,13 +6,17 @@ to the client core. It is driven through stdin/stdout, one JSON object per line:
 * ``{"cmd": "connect"}``: open the ``count`` sockets, ``--concurrency`` handshakes at a
   time; a socket counts as connected when its ``welcome`` frame has arrived. Replies with
   successes, failures (by reason), handshake times and the wall-clock window.
-* ``{"cmd": "reset"}``: start a new recording (per-event receive times, per-client counts).
+* ``{"cmd": "reset"}``: start a new recording (per-event receive times, per-client counts);
+  with ``"all_times": true`` it also keeps every delivery's receive time, for ``latency``.
 * ``{"cmd": "wait", "count": E, "timeout": T}``: reply once every open client has received
   ``E`` stream frames since the reset, or when ``T`` seconds have passed.
 * ``{"cmd": "report"}``: per event ``seq``: first and last receive time (``time.time()``)
   over this process's clients, how many clients got it, its type and its ``timestamp``
   (publication time, millisecond precision; decoded once per event); per-client ordering
   checks (gaps, duplicates, ``resync`` frames, unexpected closes).
+* ``{"cmd": "latency", "sent": {seq: t}, "bucket_ms": b}``: after an ``all_times`` reset,
+  a histogram of ``receive time - t`` over every delivery of those events to every client
+  of this process (``{bucket index: count}``, buckets of ``b`` ms), which the bench merges.
 * ``{"cmd": "exit"}``: leave at once (the kernel closes the sockets).
 
 Frames are not JSON-decoded per client: ``seq`` and ``type`` are sliced from the fixed
@@ -26,9 +30,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
+from array import array
 from datetime import datetime
 from typing import Any, get_args
 
@@ -89,9 +95,11 @@ class Recorder:
         self.reached_event = asyncio.Event()
         self.frame_bytes = 0
         self.frames = 0
+        self.times: dict[int, array] | None = None
 
-    def reset(self) -> None:
+    def reset(self, all_times: bool = False) -> None:
         self.events = {}
+        self.times = {} if all_times else None
         self.frame_bytes = self.frames = 0
         for client in self.clients:
             client.count = client.missing = client.dups = client.resyncs = 0
@@ -133,6 +141,11 @@ class Recorder:
         else:
             entry[1] = now
             entry[2] += 1
+        if self.times is not None:
+            times = self.times.get(seq)
+            if times is None:
+                times = self.times[seq] = array("d")
+            times.append(now)
         if client.count == self.target:
             self.reached += 1
             if self.reached >= self.open:
@@ -146,6 +159,17 @@ class Recorder:
         # A closed client can no longer reach the target: do not wait for it.
         if self.reached >= self.open:
             self.reached_event.set()
+
+    def latency(self, sent: dict[int, float], bucket_ms: float) -> dict[str, Any]:
+        """Histogram of receive time - ``sent[seq]`` over every recorded delivery of those events."""
+        histogram: dict[int, int] = {}
+        deliveries = 0
+        for seq, t_sent in sent.items():
+            for received in (self.times or {}).get(seq, ()):
+                bucket = math.floor((received - t_sent) * 1000 / bucket_ms)
+                histogram[bucket] = histogram.get(bucket, 0) + 1
+                deliveries += 1
+        return {"histogram": histogram, "deliveries": deliveries, "bucket_ms": bucket_ms}
 
     def report(self) -> dict[str, Any]:
         open_clients = self.open_clients()
@@ -279,12 +303,15 @@ async def serve(args: argparse.Namespace) -> None:
         if cmd == "connect":
             reply(await connect_all(args, recorder, tasks))
         elif cmd == "reset":
-            recorder.reset()
+            recorder.reset(bool(command.get("all_times")))
             reply({"ok": True, "open": len(recorder.open_clients())})
         elif cmd == "wait":
             reply(await wait(recorder, int(command["count"]), float(command["timeout"])))
         elif cmd == "report":
             reply(recorder.report())
+        elif cmd == "latency":
+            sent = {int(seq): float(t) for seq, t in command["sent"].items()}
+            reply(recorder.latency(sent, float(command.get("bucket_ms", 0.1))))
         elif cmd == "exit":
             break
         else:

@@ -119,3 +119,30 @@ def merge_checks(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "deliveries": sum(r["deliveries"] for r in reports),
         "mean_frame_bytes": sum(frames) / len(frames) if frames else 0,
     }
+
+
+def merge_histograms(replies: list[dict[str, Any]]) -> dict[int, int]:
+    """The ``latency`` histograms of every process, summed (bucket index -> deliveries)."""
+    merged: dict[int, int] = {}
+    for reply in replies:
+        for bucket, count in reply["histogram"].items():
+            merged[int(bucket)] = merged.get(int(bucket), 0) + count
+    return merged
+
+
+def histogram_summary(histogram: dict[int, int], bucket_ms: float) -> dict[str, float]:
+    """p50, p99, max and the count of a merged histogram, in ms (each bucket read at its upper edge)."""
+    total = sum(histogram.values())
+    if not total:
+        return {"p50": math.nan, "p99": math.nan, "max": math.nan, "n": 0}
+    out: dict[str, float] = {"n": total}
+    ordered = sorted(histogram.items())
+    for name, p in (("p50", 0.50), ("p99", 0.99)):
+        rank, seen = p * total, 0
+        for bucket, count in ordered:
+            seen += count
+            if seen >= rank:
+                out[name] = (bucket + 1) * bucket_ms
+                break
+    out["max"] = (ordered[-1][0] + 1) * bucket_ms
+    return out

@@ -159,6 +159,7 @@ class ProductStack:
     name: str
     redis_url: str | None
     seed_rows: int = 0
+    database_url: str | None = None  # default: SQLite in ``tmp``
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rayanpbx-bench-")))
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:10]}:")
@@ -177,10 +178,17 @@ class ProductStack:
             RAYANPBX_ADMIN_USER="admin",
             RAYANPBX_ADMIN_PASSWORD=self.password,
             JWT_ACCESS_MINUTES="120",  # outlives the longest phase: no 4002 closes mid-run
+            # Thousands of sockets of one user from one address, at hundreds per second: the
+            # connect rate off, the per-user limit on (its check is part of a connect's cost)
+            # but out of reach (live.limits).
+            LIVE_CONNECT_RATE="0",
+            LIVE_MAX_SOCKETS_PER_USER="1000000",
             PYTHONUNBUFFERED="1",
         )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+        if self.database_url:
+            env["DATABASE_URL"] = self.database_url
         self.env = env
         self.manage("migrate", "--noinput")
         self.manage("ensure_admin")
@@ -250,7 +258,7 @@ _SEED = """
 from extensions.models import Extension
 rows = [Extension(extension_number=str(50000 + i), name=f"Seed {{i}}", secret="seed-secret-0123456789")
         for i in range({count})]
-Extension.objects.bulk_create(rows)
+Extension.objects.bulk_create(rows, batch_size=5000)
 """
 
 

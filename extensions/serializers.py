@@ -40,7 +40,8 @@ class ExtensionSerializer(SipAccountSerializer):
             "voicemail_enabled",
             "notes",
             "hd",
+            "version",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        read_only_fields = ["id", "version", "created_at", "updated_at"]

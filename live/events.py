@@ -94,7 +94,7 @@ StreamType = Literal[
     "call.ended",
     "security.sip_auth_failed",
 ]
-ControlType = Literal["welcome", "pong", "error", "resync", "auth.ok"]
+ControlType = Literal["welcome", "pong", "error", "resync", "auth.ok", "subscribed", "unsubscribed"]
 
 STATUS_UPDATE = "status_update"
 

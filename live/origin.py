@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from live.auth import authenticate
+from live.auth import Credentials, authenticate
+from live.limits import CLOSE_RATE, rate_refusal
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -50,4 +51,6 @@ class WebSocketGate:
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 403})
             return None
-        return await self.app({**scope, "live_auth": await authenticate(scope)}, receive, send)
+        refused = rate_refusal(scope)  # before the credentials: a flood costs no database work
+        creds = Credentials(None, CLOSE_RATE, refused) if refused else await authenticate(scope)
+        return await self.app({**scope, "live_auth": creds}, receive, send)

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django.db import DatabaseError
 from django.db.models import Count, Q
 
 from live import broadcasts
 from live.bus import Publication, get_bus
 from live.events import STATUS_UPDATE
+from live.models import RowCount
+from rayanpbx import metrics
 
 if TYPE_CHECKING:
     from live.outbox import Change
 
 STATUS_KEY = "status"
+
+logger = logging.getLogger(__name__)
+
+#: Whether the last counts query after a commit failed (so a failure streak logs once).
+_counts_failing = False
 
 
 def now_version() -> int:
@@ -66,11 +75,37 @@ def current_counts() -> dict[str, int]:
     counts: dict[str, int] = {}
     for provider in _count_providers:
         counts.update(provider())
-    for declaration in broadcasts.all_declarations():
-        row = declaration.model._base_manager.aggregate(enabled=Count("pk", filter=Q(enabled=True)), total=Count("pk"))
-        counts[declaration.count_as] = row["enabled"]
-        counts[f"{declaration.count_as}_total"] = row["total"]
+    declarations = broadcasts.all_declarations()
+    # Kept exact by the database's triggers (live.changelog): two numbers, not a table count.
+    stored = {row.table_name: row for row in RowCount.objects.filter(table_name__in=[_table(d) for d in declarations])}
+    for declaration in declarations:
+        row = stored.get(_table(declaration)) or _recount(declaration)
+        counts[declaration.count_as] = row.enabled
+        counts[f"{declaration.count_as}_total"] = row.total
     return counts
+
+
+def _table(declaration: broadcasts.Broadcast) -> str:
+    return declaration.model._meta.db_table
+
+
+def _recount(declaration: broadcasts.Broadcast) -> RowCount:
+    """A table whose count row is missing (a TRUNCATE emptied live_rowcount): count it once."""
+    row = declaration.model._base_manager.aggregate(enabled=Count("pk", filter=Q(enabled=True)), total=Count("pk"))
+    counted, _ = RowCount.objects.get_or_create(table_name=_table(declaration), defaults=row)
+    return counted
+
+
+def recount() -> None:
+    """Set every broadcast table's counts from the table (the poller's full reconcile does, to
+    mend what bypassed the triggers, e.g. a TRUNCATE)."""
+    from django.db import connection
+
+    from live.changelog import recount_sql
+
+    with connection.cursor() as cursor:
+        for declaration in broadcasts.all_declarations():
+            cursor.execute(recount_sql(_table(declaration)))
 
 
 def status_publication() -> Publication:
@@ -84,9 +119,25 @@ def publish_changes(changes: list[Change]) -> None:
 
     Two publications: the changes leave before the counts are read, so clients do not
     wait for the count queries to see what changed."""
+    global _counts_failing
     bus = get_bus()
-    bus.publish([change_publication(change) for change in changes])
-    bus.publish([status_publication()])
+    _publish(bus, [change_publication(change) for change in changes])
+    try:
+        status = status_publication()
+    except DatabaseError as exc:
+        # This runs in the commit hook: the write is already committed and its events
+        # published, so raising would only turn a done write into a 500. Skip this
+        # status_update instead: the counts are re-read by the next write's status_update
+        # and by the poller every LIVE_POLL_INTERVAL, either of which publishes the right
+        # counts (mode "changed" compares with the last counts sent). Logged once per streak.
+        if not _counts_failing:
+            logger.warning("Counts for status_update unavailable after a commit (%s); clients get them later.", exc)
+        _counts_failing = True
+        return
+    if _counts_failing:
+        logger.info("Counts for status_update available again.")
+        _counts_failing = False
+    _publish(bus, [status])
 
 
 def publish_event(type_: str, payload: dict[str, Any]) -> list[int]:
@@ -98,4 +149,14 @@ def publish_event(type_: str, payload: dict[str, Any]) -> list[int]:
 
 def publish_events(events: list[tuple[str, dict[str, Any]]]) -> list[int]:
     """Publish several such events in order, in one bus call; return their seqs."""
-    return get_bus().publish([Publication(t, p, f"event:{t}", "", mode="always") for t, p in events])
+    return _publish(get_bus(), [Publication(t, p, f"event:{t}", "", mode="always") for t, p in events])
+
+
+def _publish(bus: Any, publications: list[Publication]) -> list[int]:
+    """``bus.publish``, counted in ``rayanpbx_live_events_published_total`` by type. Every
+    publication here is all-or-nothing (``always``, or one ``changed``): a full answer means
+    every one was numbered, an empty one none (unchanged counts, or Redis away)."""
+    seqs = bus.publish(publications)
+    if seqs and len(seqs) == len(publications):
+        metrics.published(pub.type for pub in publications)
+    return seqs

@@ -1,23 +1,21 @@
 """The background worker: ``manage.py runworker rayanpbx-poller [rayanpbx-pbx]``.
 
 ``runworker`` (overridden in ``live/management/commands``) starts, beside the usual channel
-listener, the database poller on ``rayanpbx-poller`` and every background task registered
-for its channels (``rayanpbx.background``: the PBX link on ``rayanpbx-pbx``), so the one
-command is enough. Other processes can ask for an immediate poll by sending
+listener, every background task registered for its channels (``rayanpbx.background``: the
+database poller on ``rayanpbx-poller``, the PBX link on ``rayanpbx-pbx``), supervised, so
+the one command is enough. Other processes can ask for an immediate poll by sending
 ``{"type": "poll.now"}`` to the ``rayanpbx-poller`` channel. Two workers may run at once:
 the bus's compare-and-set publication means a change is announced once, whichever worker
-sees it first, and the PBX link runs on one worker only (``pbx.lease``).
+sees it first, and the PBX link runs on one worker only (``rayanpbx.lease``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.worker import Worker
-from django.conf import settings
 
 from live import poller
 from rayanpbx import background
@@ -35,8 +33,6 @@ class PollingWorker(Worker):
 
     async def handle(self) -> None:
         tasks = background.start(background.for_channels(list(self.channels)))
-        if settings.LIVE_WORKER_CHANNEL in self.channels:
-            tasks.append(asyncio.ensure_future(poller.run_forever()))
         try:
             await super().handle()
         finally:

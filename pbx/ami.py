@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
 from pbx.ami_protocol import FrameParser, Message, describe_action, encode_action
+from rayanpbx import metrics
 
 __all__ = [
     "AmiAuthFailed",
@@ -122,11 +123,13 @@ class Backoff:
 class _Pending:
     """An action waiting for its response (and, for an event list, its events)."""
 
-    __slots__ = ("events", "future", "is_list", "response")
+    __slots__ = ("events", "future", "is_list", "long", "response")
 
-    def __init__(self, future: asyncio.Future[None], is_list: bool) -> None:
+    def __init__(self, future: asyncio.Future[None], is_list: bool, long: bool = False) -> None:
         self.future = future
         self.is_list = is_list
+        #: Allowed more than ``action_timeout`` (a reload of a large configuration).
+        self.long = long
         self.response: Message | None = None
         self.events: list[Message] = []
 
@@ -467,6 +470,11 @@ class AmiClient:
         """Ping every ping_interval; return (ending the link) when a Ping fails."""
         while True:
             await asyncio.sleep(self.ping_interval)
+            if any(entry.long for entry in list(link.pending.values())):
+                # Asterisk answers one session's actions in order: a Ping sent now would wait
+                # behind that long action (a 100,000-endpoint reload takes longer than a Ping
+                # may) and end a healthy link. The long action's own timeout guards it.
+                continue
             try:
                 await self._request(link, "Ping", None, timeout=self.action_timeout, is_list=False)
             except AmiConnectionLost:
@@ -531,6 +539,7 @@ class AmiClient:
             if message.event is None:
                 logger.debug("AMI: frame is neither a response nor an event: %r", message)
                 return
+            metrics.ami_event()
             event = message.event.lower()
             if event == "fullybooted":
                 self._resync_wanted.set()
@@ -557,11 +566,11 @@ class AmiClient:
             raise AmiConnectionLost(f"AMI is not connected ({self.error or 'no link'}); {name} not sent")
         action_id = f"{self._action_id_prefix}-{next(self._action_ids)}"
         frame = encode_action(name, action_id, headers)
-        pending = _Pending(asyncio.get_running_loop().create_future(), is_list)
+        limit = self.action_timeout if timeout is None else timeout
+        pending = _Pending(asyncio.get_running_loop().create_future(), is_list, long=limit > self.action_timeout)
         link.pending[action_id] = pending
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("AMI > %s", describe_action(name, action_id, headers))
-        limit = self.action_timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(limit):
                 link.writer.write(frame)

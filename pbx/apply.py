@@ -27,6 +27,7 @@ from django.conf import settings
 
 from pbx import config
 from pbx.ami import AmiClient, AmiConnectionLost, AmiError, AmiTimeout
+from rayanpbx import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +73,21 @@ class Applier:
         if on_start:
             await on_start(dict(event))
         result = ApplyResult(event=event)
+        failure = "rejected"  # errors found by verification, unless an exception says otherwise
         try:
             await self._apply(result)
         except (AmiConnectionLost, AmiTimeout) as exc:
-            result.retry = True
+            result.retry, failure = True, "link_lost"
             event["errors"] = [{"object": "configuration", "message": f"Asterisk link lost during the apply: {exc}"}]
         except AmiError as exc:
+            failure = "refused"
             event["errors"] = [{"object": "configuration", "message": f"Asterisk refused: {exc}"}]
         except OSError as exc:
+            failure = "write"
             event["errors"] = [{"object": "configuration", "message": f"Cannot write the configuration: {exc}"}]
         event["state"] = "failed" if event["errors"] else "applied"
         event["duration_ms"] = round((time.perf_counter() - started) * 1000)
+        metrics.applied(time.perf_counter() - started, failure if event["errors"] else None)
         if event["errors"]:
             logger.warning("PBX apply %d failed: %s", apply_id, event["errors"])
         else:
@@ -105,12 +110,14 @@ class Applier:
         for file_name, module in ((config.PJSIP_FILE, "res_pjsip.so"), (config.DIALPLAN_FILE, "pbx_config.so")):
             if self._loaded.get(file_name) != generated.files[file_name]:
                 self._loaded.pop(file_name, None)
-                await self.ami.action("Reload", {"Module": module})
+                await self.ami.action("Reload", {"Module": module}, timeout=settings.PBX_RELOAD_TIMEOUT)
                 self._loaded[file_name] = generated.files[file_name]
                 result.reloaded = True
         phases.done("reload")
         keep = asyncio.to_thread(config.keep_applied, generated, Path(settings.DATA_DIR) / "pbx" / "applied")
-        listed, _ = await asyncio.gather(self.ami.action_list("PJSIPShowEndpoints"), keep)
+        listed, _ = await asyncio.gather(
+            self.ami.action_list("PJSIPShowEndpoints", timeout=settings.PBX_RELOAD_TIMEOUT), keep
+        )
         loaded = {m.get("ObjectName") or "" for m in listed}
         phases.done("verify")
         rejected = await log.rejections(generated, settle=any(e not in loaded for e in generated.endpoints))

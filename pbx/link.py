@@ -1,6 +1,6 @@
 """The PBX link: keeps Asterisk's running configuration equal to the database, and says so.
 
-One ``PbxLink`` runs per deployment (see ``pbx.lease``; in the embedded default, inside the
+One ``PbxLink`` runs per deployment (see ``rayanpbx.lease``; in the embedded default, inside the
 server process). It
 
 * holds the AMI connection (``pbx.ami``), and publishes ``pbx.link`` when it changes;
@@ -35,6 +35,7 @@ from pbx import status
 from pbx.ami import AmiClient, Message
 from pbx.apply import Applier, ApplyResult
 from pbx.feed import StateFeed
+from rayanpbx import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class PbxLink:
                     await task
             with contextlib.suppress(Exception):
                 await self.ami.close()
+            metrics.ami_state(None)  # the link no longer runs here (after close's last state)
 
     def _is_trunk(self, endpoint: str) -> bool:
         """An endpoint RayanPBX generated for a trunk (the site's own are not ours to judge)."""
@@ -130,6 +132,7 @@ class PbxLink:
 
     def _on_state(self, state: str, error: str | None) -> None:
         assert self._connected is not None
+        metrics.ami_state(state)
         if state == "connected":
             return  # announced by _on_connect, once the version is known
         self._connected.clear()
@@ -313,7 +316,7 @@ def _local_time(date: str | None, clock: str | None) -> str | None:
 async def run() -> None:
     """The background task: the link, under the Redis lease when there is Redis."""
     if settings.REDIS_URL:
-        from pbx.lease import hold_and_run
+        from rayanpbx.lease import hold_and_run
 
         await hold_and_run(settings.REDIS_URL, settings.REDIS_KEY_PREFIX + "pbx:lease", lambda: PbxLink().run())
     else:

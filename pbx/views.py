@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit import recorder
 from pbx import config, feed, link, status
 from rayanpbx.api.schema import error_response
 
@@ -101,6 +102,7 @@ class PbxApplyView(APIView):
         if not status.configured():
             raise NotConfigured()
         link.request_apply()
+        recorder.record_apply()  # the audit log: who asked for an apply (audit/recorder.py)
         return Response({"requested": True}, status=202)
 
 

@@ -1,4 +1,7 @@
-"""The Django admin form base for SIP accounts: the secret is write-only there too.
+"""The Django admin bases: SIP accounts (the secret is write-only there too) and records.
+
+``ReadOnlyAdmin`` is for records nobody may add, edit or delete (the audit log, the console's
+commands): even a superuser only reads them.
 
 The secret field never renders the stored value. Left blank on an existing object it keeps
 the stored secret; left blank on a new one, a secret is generated and shown once in the
@@ -64,3 +67,16 @@ class SipAccountAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if getattr(form, "_generated_secret", False):
             messages.warning(request, f"Generated SIP secret (shown only now): {obj.secret}")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A model admin that only shows: no add, change or delete permission for anyone."""
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False

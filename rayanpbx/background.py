@@ -4,6 +4,7 @@ A task is an ``async`` function that runs until cancelled (the PBX link, for exa
 register theirs in ``AppConfig.ready()`` with the worker channel that runs it:
 ``manage.py runworker CHANNEL`` runs every task of its channels, and in the embedded
 default (no ``REDIS_URL``) the server process runs the tasks marked ``embedded`` itself.
+Tasks on the channel ``SERVER`` run in every server process (the PBX link's watchdog).
 
 Every task runs under ``supervise()``: a task that raises is logged once per failure
 streak, shown in ``/health`` (``tasks``), and restarted with exponential backoff (0.5 s
@@ -21,6 +22,9 @@ from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
+#: The channel of tasks that every server process (``manage.py serve``) runs itself.
+SERVER = "(every server process)"
+
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 #: A run that lasted this long resets the backoff: the failure is a new one.
@@ -36,7 +40,7 @@ class Task:
     #: Whether this deployment needs the task at all (e.g. the PBX link only once configured).
     when: Callable[[], bool] = lambda: True
     #: Filled in while it runs in this process.
-    state: str = "stopped"  # "running" | "restarting" | "stopped"
+    state: str = "stopped"  # "running" | "restarting" | "failing" (see report()) | "stopped"
     error: str | None = None
     restarts: int = 0
     since: float = field(default_factory=time.time)
@@ -70,12 +74,34 @@ def embedded() -> list[Task]:
 
 
 def health() -> dict[str, dict[str, object]]:
-    """The tasks running (or restarting) in this process, for ``/health``."""
+    """The tasks running (or restarting, or failing) in this process, for ``/health``."""
     return {
         task.name: {"state": task.state, "error": task.error, "restarts": task.restarts}
         for task in _tasks.values()
         if task.state != "stopped"
     }
+
+
+def report(name: str, error: str | None) -> None:
+    """A running task says it is failing (``error``) or working again (``None``).
+
+    For tasks that retry on their own rather than raise (the database poller retries every
+    poll interval): ``/health`` answers 503 naming the task while it reports an error."""
+    task = _tasks.get(name)
+    if task is None or task.state == "stopped":
+        return
+    task.state, task.error = ("failing", error) if error else ("running", None)
+
+
+def spawn(name: str, factory: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    """Run a task of this process only (the live hub's listener, say) under supervision now.
+
+    It is not run by any worker channel; it shows in ``/health`` while it runs."""
+    task = _tasks.get(name)
+    if task is None or task.channel:
+        task = _tasks[name] = Task(name, "", factory, embedded=False)
+    task.factory = factory
+    return asyncio.ensure_future(supervise(task))
 
 
 def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:

@@ -154,6 +154,24 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 return port
 
 
+def _free_pair() -> int:
+    """A port ``p`` with ``p`` and ``p + 1`` free for TCP and UDP (baresip's SIP/TLS listens on ``p + 1``)."""
+    for _ in range(200):
+        port = free_port(socket.SOCK_DGRAM)
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind((HOST, port + 1))
+        except OSError:
+            continue
+        with _ports_lock:
+            if port + 1 in _ports_taken:
+                continue
+            _ports_taken.add(port + 1)
+        return port
+    raise RuntimeError("no free pair of ports for a phone")
+
+
 def _free_range(size: int) -> int:
     """The first port of ``size`` consecutive UDP ports that are free now."""
     for _ in range(200):
@@ -374,10 +392,10 @@ exten => 600,1,Answer()
             raise RuntimeError(f"asterisk -rx {command!r} failed ({result.returncode}): {result.stderr}")
         return result.stdout
 
-    def ami(self, action: str, **fields: str) -> list[dict[str, str]]:
+    def ami(self, action: str, *, timeout: float = 10.0, **fields: str) -> list[dict[str, str]]:
         """Log in to AMI, send one action, and return its response and events until the action completes."""
         lines = [f"Action: {action}", "ActionID: t1", *(f"{k}: {v}" for k, v in fields.items())]
-        with socket.create_connection((HOST, self.ami_port), timeout=10) as sock:
+        with socket.create_connection((HOST, self.ami_port), timeout=timeout) as sock:
             reader = sock.makefile("rb")
             reader.readline()  # banner
             sock.sendall(f"Action: Login\r\nUsername: {self.ami_user}\r\nSecret: {self.ami_secret}\r\n\r\n".encode())
@@ -441,6 +459,18 @@ exten => 600,1,Answer()
             log.seek(mark)
             return log.read().decode(errors="replace")
 
+    def log_when(self, mark: int, text: str, timeout: float = 5.0) -> str:
+        """The log since ``mark`` once it holds ``text`` (or at ``timeout``, for the caller's assert).
+
+        Asterisk's logger writes from its own thread, so a line can land after the SIP
+        event a phone already reported (seen under load in CI: the call was up, the
+        ``Executing`` line not yet in the file).
+        """
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_since(mark)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
 
 def _read_ami_message(reader: Any) -> dict[str, str]:
     message: dict[str, str] = {}
@@ -471,9 +501,7 @@ class Phone:
         self.secret = secret
         self.asterisk = asterisk
         self.dir = Path(root) / f"phone-{user}-{os.urandom(3).hex()}"
-        self.sip_port = free_port(socket.SOCK_DGRAM)
-        self.ctrl_port = free_port()
-        self.rtp_start = _free_range(20)
+        self._pick_ports()
         self.auto_answer = auto_answer
         self.process: subprocess.Popen[bytes] | None = None
         self.output_file = self.dir / "baresip.log"
@@ -486,6 +514,11 @@ class Phone:
 
     def __repr__(self) -> str:
         return f"<Phone {self.user}@{self.asterisk.name}>"
+
+    def _pick_ports(self) -> None:
+        self.sip_port = _free_pair()
+        self.ctrl_port = free_port()
+        self.rtp_start = _free_range(20)
 
     def _write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -513,7 +546,22 @@ ctrl_tcp_listen {HOST}:{self.ctrl_port}
         (self.dir / "contacts").write_text("")
 
     def start(self, timeout: float = 5) -> None:
-        """Start baresip and connect to its control socket (registration then runs on its own)."""
+        """Start baresip and connect to its control socket (registration then runs on its own).
+
+        The ports were free when they were picked, but any process's outgoing connection may
+        take one of them before baresip binds it (seen in CI): then baresip exits with
+        "Address already in use" and it is started again on fresh ports, at most three times.
+        """
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                return
+            except RuntimeError as error:
+                if "Address already in use" not in str(error) or attempt == 2:
+                    raise
+                self._pick_ports()
+
+    def _start_once(self, timeout: float) -> None:
         self._write_config()
         output = self.output_file.open("ab")
         try:

@@ -32,3 +32,48 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+DESKTOP = {"width": 1280, "height": 860}
+LIVE_MS = 5000  # how long a page may take to go live (generous: these are not timing tests)
+
+
+def open_page(browser: Any, server: Any, path: str, *, viewport=None, javascript: bool = True, dark: bool = False):
+    """A new browser context signed in as the admin on ``server``, at ``path``, live.
+
+    Script errors are collected in ``page.script_errors`` and a marker set in ``window`` is
+    gone if the page ever reloads: :func:`close` checks both."""
+    from playwright.sync_api import expect
+
+    from tests.stack import ADMIN_PASSWORD
+
+    # bypass_csp: Playwright's wait_for_function evaluates its predicate with eval, which the
+    # pages' policy forbids; the policy itself is checked in tests/test_security_headers.py.
+    context = browser.new_context(
+        viewport=viewport or DESKTOP,
+        java_script_enabled=javascript,
+        color_scheme="dark" if dark else "light",
+        bypass_csp=True,
+    )
+    page = context.new_page()
+    page.script_errors = []
+    page.live = javascript
+    page.on("pageerror", lambda error: page.script_errors.append(str(error)))
+    page.goto(f"{server.http}/login/?next={path}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.http}{path}")
+    if javascript:
+        expect(page.locator("#live-status")).to_have_attribute("data-state", "connected", timeout=LIVE_MS)
+        page.evaluate("window.__noReload = true")
+    return page
+
+
+def close(*pages: Any) -> None:
+    """Close pages from :func:`open_page`, failing on a script error or a reload."""
+    for page in pages:
+        if page.live:
+            assert page.evaluate("window.__noReload === true"), "the page reloaded"
+        assert page.script_errors == [], page.script_errors
+        page.context.close()

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-pytest_plugins = ["tests.asterisk"]
+pytest_plugins = ["tests.asterisk", "tests.pbx_helpers"]
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -49,3 +49,21 @@ def reader_client(reader_user) -> APIClient:
 @pytest.fixture
 def anon_client() -> APIClient:
     return APIClient()
+
+
+# --- after the whole session: no token and no secret in any log (tests/faults/logscan.py) ---
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or getattr(factory, "_basetemp", None) is None:
+        return  # no test made a temporary directory: no process wrote a log
+    from tests.faults import logscan
+
+    root = factory.getbasetemp()
+    hits = logscan.scan(root)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and (hits or session.config.option.verbose > 0):
+        reporter.write_line(logscan.report(hits, root), red=bool(hits))
+    if hits:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,18 +1,23 @@
 """Helpers for the PBX link's end-to-end tests: a deployment wired to a private Asterisk,
-and a live-stream reader that records every frame in a thread."""
+and a live-stream reader that records every frame in a thread.
+
+Also a pytest plugin (``tests/conftest.py``): the module-scoped fixtures ``pbx`` (a private
+Asterisk 22), ``site`` (the embedded default linked to it) and ``stream`` (a socket reading
+it), for the modules that do not define their own."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.sync.client import connect
 
-from tests.asterisk import Asterisk
+from tests.asterisk import Asterisk, require_asterisk, require_baresip
 from tests.stack import Server, Stack
 
 TIMEOUT = 10.0
@@ -123,3 +128,43 @@ def open_stream(stack: Stack) -> Stream:
     stream = Stream(stack.server, stack.admin)
     stream.wait(lambda f: f["type"] == "welcome")
     return stream
+
+
+# --- fixtures (a plugin: tests/conftest.py) ------------------------------------------------
+
+
+def private_asterisk(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Iterator[Asterisk]:
+    """A private Asterisk 22 for one module (skipped without Asterisk or baresip; failed
+    instead under ``REQUIRE_SERVICES=1``), stopped afterwards."""
+    require_asterisk()
+    require_baresip()
+    asterisk = Asterisk(tmp_path_factory.mktemp("asterisk"), **options)
+    asterisk.start()
+    try:
+        yield asterisk
+    finally:
+        asterisk.stop()
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
+    yield from private_asterisk(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The embedded default (SQLite, in-process bus) with the link inside the server."""
+    stack = start_linked(pbx_stack(tmp_path_factory.mktemp("site"), pbx))
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def stream(site: Stack) -> Iterator[Stream]:
+    reader = open_stream(site)
+    try:
+        yield reader
+    finally:
+        reader.close()

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,12 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def start_server(self, port: int | None = None, *, healthy: bool = True) -> Server:
+    def start_server(
+        self, port: int | None = None, *, healthy: bool = True, probe: Callable[[Server], bool] | None = None
+    ) -> Server:
         """Start ``manage.py serve``; wait until /health says healthy (or, with
-        ``healthy=False``, until it answers at all)."""
+        ``healthy=False``, until it answers at all; or until ``probe(server)`` is true, e.g.
+        /health over HTTPS)."""
         port = port or free_port()
         log = self.tmp / f"server-{port}.log"
         process = self._spawn(["serve", "--port", str(port)], log)
@@ -114,9 +118,12 @@ class Stack:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
             try:
-                if self.request(server, "GET", "/health")[0] == 200 or not healthy:
+                if probe is not None:
+                    if probe(server):
+                        return server
+                elif self.request(server, "GET", "/health")[0] == 200 or not healthy:
                     return server
-            except OSError:
+            except OSError:  # (ssl.SSLError is one)
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")

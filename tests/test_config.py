@@ -401,6 +401,38 @@ def test_generate_reads_enabled_rows_from_the_database() -> None:
     assert generated.endpoints["201"].label == "extension 201"
 
 
+def _rows(exts: list[Extension]) -> list[object]:
+    """The extensions as ``generate`` hands them to ``render``: plain rows, fresh each time."""
+    from types import SimpleNamespace
+
+    names = [f.attname for f in Extension._meta.concrete_fields if f.attname not in ("created_at", "updated_at")]
+    return [SimpleNamespace(**{n: getattr(e, n) for n in names}, pk=e.pk) for e in exts]
+
+
+def test_a_render_cache_reuses_unchanged_rows_and_gives_the_same_bytes() -> None:
+    exts = [
+        extension(i, str(300 + i), voicemail_enabled=i % 2 == 0, caller_id='"Desk" <5551234>' if i % 3 else "")
+        for i in range(1, 40)
+    ]
+    cache = config.RenderCache()
+    first = config.render(_rows(exts), SAMPLE_TRUNKS, transports={}, cache=cache)
+    assert first == config.render(exts, SAMPLE_TRUNKS, transports={})  # files, spans, secret lines, owners
+    assert (cache.hits, cache.misses) == (0, 39)
+
+    # One row renamed, one disabled, one password changed: only those are rendered again.
+    exts[2].name, exts[9].enabled, exts[20].secret = "Renamed desk", False, "Another-secret-9876"
+    again = config.render(_rows(exts), SAMPLE_TRUNKS, transports={}, cache=cache)
+    assert again == config.render(exts, SAMPLE_TRUNKS, transports={})
+    assert (cache.hits, cache.misses) == (36, 41)
+    assert '"Renamed desk"' in again.files[config.PJSIP_FILE] and "310" not in again.endpoints
+    assert len(cache.entries) == 38  # the disabled row's entry is gone
+
+    # Other transports change every endpoint: nothing is reused.
+    moved = config.render(_rows(exts), SAMPLE_TRUNKS, transports={"udp": "0.0.0.0:5062"}, cache=cache)
+    assert moved == config.render(exts, SAMPLE_TRUNKS, transports={"udp": "0.0.0.0:5062"})
+    assert cache.hits == 36
+
+
 # --- manage.py pbx_includes ----------------------------------------------------------------
 
 

@@ -28,7 +28,8 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -687,6 +688,62 @@ async def test_changes_arrive_live_to_every_socket(sockets: Sockets, token: str)
     assert await quiet(first) and await quiet(second)
 
 
+async def recv_batch(comm: WebsocketCommunicator) -> list[str]:
+    """The frames of the next message: a JSON array of frames, or one frame (as text)."""
+    message = await comm.receive_output(TIMEOUT)
+    assert message["type"] == "websocket.send", message
+    parsed = json.loads(message["text"])
+    if isinstance(parsed, dict):
+        return [message["text"]]
+    assert isinstance(parsed, list) and len(parsed) >= 2, message["text"][:200]
+    return [json.dumps(frame) for frame in parsed]
+
+
+@database_sync_to_async
+def bulk_create_extensions(count: int, first: int) -> None:
+    Extension.objects.bulk_create(
+        Extension(extension_number=str(first + i), name=f"Bulk {i}", secret=SIP_SECRET) for i in range(count)
+    )
+
+
+async def test_a_batched_socket_gets_a_bulk_change_in_few_messages_and_the_same_frames(
+    sockets: Sockets, token: str
+) -> None:
+    single, welcome = await sockets.join(token)
+    batched, _ = await sockets.join(token, query="batch=1")
+    await bulk_create_extensions(600, 30000)  # 600 extension.created and one status_update
+    singles = [await recv(single) for _ in range(601)]
+    assert_contiguous(singles, welcome["seq"])
+    assert singles[-1]["type"] == "status_update" and singles[-1]["payload"]["extensions_total"] == 600
+
+    messages: list[list[str]] = []
+    while sum(map(len, messages)) < len(singles):
+        messages.append(await recv_batch(batched))
+    frames = [check_envelope(text) for batch in messages for text in batch]
+    assert frames == singles  # the very same frames, in order, none lost or repeated
+    assert len(messages) <= 10, [len(m) for m in messages]  # not 601 messages
+    assert max(map(len, messages)) <= live.bus.BATCH_FRAMES
+    assert await quiet(batched) and await quiet(single)
+
+    # Quiet again: a lone event is its own message, not an array of one.
+    ext = await database_sync_to_async(Extension.objects.get)(extension_number="30007")
+    await update_extension(ext, name="Renamed alone")
+    alone = await recv(batched)  # (recv fails on anything but one frame with the envelope)
+    assert alone["type"] == "extension.updated" and alone["payload"] == extension_payload(ext)
+    assert await recv(single) == alone
+
+
+async def test_a_batched_resume_replays_the_missed_frames_as_one_message(sockets: Sockets, token: str) -> None:
+    observer, welcome = await sockets.join(token)
+    for i in range(3):
+        await create_extension(f"41{i}")
+    missed = [await recv_text(observer) for _ in range(6)]
+    back, again = await sockets.join(token, query=f"batch=1&last_seq={welcome['seq']}")
+    assert again["seq"] == welcome["seq"]
+    assert await recv_batch(back) == [json.dumps(json.loads(text)) for text in missed]
+    assert await quiet(back)
+
+
 async def test_control_frames_carry_the_position_after_events(sockets: Sockets, token: str) -> None:
     comm, welcome = await sockets.join(token)
     await create_extension("202")
@@ -894,3 +951,291 @@ async def test_first_event_of_a_new_redis_counter_arrives_live(sockets: Sockets,
     frames = await recv_many(comm, 2)
     await assert_created(frames, ext)
     assert_contiguous(frames, welcome["seq"])
+
+
+# --- no socket outlives its place in the hub ----------------------------------------------------
+
+
+async def test_a_resume_that_cannot_read_the_history_closes_4011_and_leaves_the_hub(
+    sockets: Sockets, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = get_hub()
+    await hub.start()
+
+    async def unavailable(after: int) -> tuple[int, list[str] | None]:
+        raise ConnectionError("Redis unavailable")
+
+    monkeypatch.setattr(hub.bus, "history_after", unavailable)
+    comm, _ = await sockets.join(token, query="last_seq=1")
+    await expect_close(comm, 4011)  # the client retries and resumes once Redis answers
+    assert hub.clients == set()
+
+
+async def test_a_consumer_cancelled_without_a_disconnect_leaves_the_hub(sockets: Sockets, token: str) -> None:
+    comm, _ = await sockets.join(token)
+    hub = get_hub()
+    assert len(hub.clients) == 1
+    comm.future.cancel()  # as daphne does to an application that outlives its socket
+    with contextlib.suppress(asyncio.CancelledError):
+        await comm.future
+    assert hub.clients == set()
+
+
+# --- access that ends closes the socket (live.revocation) ---------------------------------------
+
+
+@database_sync_to_async
+def logged_in_client(person: Any) -> tuple[Client, str]:
+    client = Client()
+    client.force_login(person)
+    return client, client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+async def session_socket(sockets: Sockets, cookie: str) -> WebsocketCommunicator:
+    comm = sockets.new(headers=[(b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())])
+    assert (await comm.connect(TIMEOUT))[0]
+    assert (await recv(comm))["type"] == "welcome"
+    return comm
+
+
+async def test_logging_out_closes_that_sessions_sockets_only(sockets: Sockets, user: Any, token: str) -> None:
+    browser, cookie = await logged_in_client(user)
+    _, other_cookie = await logged_in_client(user)
+    tab = await session_socket(sockets, cookie)
+    other_tab = await session_socket(sockets, other_cookie)
+    script, _ = await sockets.join(token)
+    await database_sync_to_async(browser.post)("/logout/")
+    await expect_close(tab, CLOSE_FORBIDDEN, timeout=1.0)
+    # The user's other session and token are not logged out.
+    for comm in (other_tab, script):
+        await comm.send_json_to({"type": "ping"})
+        assert (await recv(comm))["type"] == "pong"
+
+
+@pytest.mark.parametrize("change", ["deactivated", "password", "deleted"])
+async def test_a_user_losing_access_has_every_socket_closed(
+    sockets: Sockets, user: Any, token: str, change: str
+) -> None:
+    _, cookie = await logged_in_client(user)
+    tab = await session_socket(sockets, cookie)
+    script, _ = await sockets.join(token)
+    bystander = await database_sync_to_async(make_user)(staff=True)
+    others, _ = await sockets.join(str(AccessToken.for_user(bystander)))
+
+    @database_sync_to_async
+    def end_access() -> None:
+        if change == "deactivated":
+            user.is_active = False
+            user.save()
+        elif change == "password":
+            user.set_password("A-new-password-9876")
+            user.save()
+        else:
+            user.delete()
+
+    await end_access()
+    await expect_close(tab, CLOSE_FORBIDDEN, timeout=1.0)
+    await expect_close(script, CLOSE_FORBIDDEN, timeout=1.0)
+    await others.send_json_to({"type": "ping"})
+    assert (await recv(others))["type"] == "pong"
+    # The old token opens nothing any more (a new password revokes it: CHECK_REVOKE_TOKEN).
+    again = sockets.new(subprotocols=[SUBPROTOCOL, f"bearer.{token}"])
+    assert (await again.connect(TIMEOUT))[0]
+    await expect_close(again, CLOSE_FORBIDDEN if change != "password" else CLOSE_NO_TOKEN)
+
+
+async def test_a_saved_login_does_not_close_anything(sockets: Sockets, user: Any, token: str) -> None:
+    script, _ = await sockets.join(token)
+
+    @database_sync_to_async
+    def log_in_elsewhere() -> None:
+        user.last_login = datetime.now(UTC)
+        user.save(update_fields=["last_login"])
+        user.first_name = "Renamed"
+        user.save()
+
+    await log_in_elsewhere()
+    assert await quiet(script)
+
+
+async def test_a_session_socket_closes_4002_when_the_session_expires(sockets: Sockets, user: Any) -> None:
+    @database_sync_to_async
+    def short_session() -> str:
+        client = Client()
+        client.force_login(user)
+        session = client.session
+        session.set_expiry(1)
+        session.save()
+        return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    comm = await session_socket(sockets, await short_session())
+    await expect_close(comm, CLOSE_EXPIRED, timeout=3.0)
+
+
+# --- topics (live.topics) -----------------------------------------------------------------------
+
+TOPIC_ENVELOPE = {"topic", "type", "payload", "timestamp"}
+
+
+async def recv_json(comm: WebsocketCommunicator, timeout: float = TIMEOUT) -> dict[str, Any]:
+    message = await comm.receive_output(timeout)
+    assert message["type"] == "websocket.send", message
+    return json.loads(message["text"])
+
+
+async def subscribe(comm: WebsocketCommunicator, *topics: str, kind: str = "subscribe") -> dict[str, Any]:
+    await comm.send_json_to({"type": kind, "topics": list(topics)})
+    return await recv_json(comm)
+
+
+@database_sync_to_async
+def set_rights(user: Any, **rights: bool) -> None:
+    for name, value in rights.items():
+        setattr(user, name, value)
+    user.save()
+
+
+async def test_a_topic_reaches_its_subscribers_only_and_leaves_the_stream_alone(
+    sockets: Sockets, user: Any, token: str
+) -> None:
+    from live import topics
+
+    reader, welcome = await sockets.join(token)
+    bystander, _ = await sockets.join(token)
+    answer = await subscribe(reader, "logs", "presence")
+    assert answer["type"] == "subscribed" and answer["payload"]["topics"] == ["logs", "presence"]
+    assert answer["seq"] == welcome["seq"]  # a control frame at the stream position
+    assert (await recv_json(reader))["type"] == "presence.state"  # presence's state comes at once
+
+    await topics.publish("logs", "log.lines", {"lines": [{"text": "hello"}]})
+    got = await recv_json(reader)
+    assert set(got) == TOPIC_ENVELOPE and "seq" not in got
+    assert (got["topic"], got["type"], got["payload"]) == ("logs", "log.lines", {"lines": [{"text": "hello"}]})
+    assert await quiet(bystander)  # never subscribed: nothing
+
+    # The numbered stream goes on as before: the next event is welcome + 1 on both.
+    ext = await create_extension("610")
+    assert (await recv(reader))["seq"] == (await recv(bystander))["seq"] == welcome["seq"] + 1
+    await recv(reader), await recv(bystander)  # the status_update
+    assert ext.pk
+
+    left = await subscribe(reader, "logs", kind="unsubscribe")
+    assert left["type"] == "unsubscribed" and left["payload"] == {"topics": ["logs"], "reason": "asked"}
+    await topics.publish("logs", "log.lines", {"lines": []})
+    await topics.publish("presence", "presence.online", {"users": []})
+    assert (await recv_json(reader))["topic"] == "presence"  # still on the other one
+    assert await quiet(reader)
+
+
+async def test_a_topic_outside_the_users_rights_is_refused_with_an_error(sockets: Sockets) -> None:
+    from live import topics
+
+    plain = await database_sync_to_async(make_user)(staff=False)
+    comm, _ = await sockets.join(str(AccessToken.for_user(plain)))
+    refused = await subscribe(comm, "logs")
+    assert refused["type"] == "error" and refused["payload"]["code"] == "forbidden_topic"
+    assert "logs: staff" in refused["payload"]["message"]
+    # Asking for several: what is allowed is subscribed, the rest refused, the socket open.
+    await comm.send_json_to({"type": "subscribe", "topics": ["presence", "console"]})
+    assert (await recv_json(comm))["payload"]["code"] == "forbidden_topic"
+    assert (await recv_json(comm))["payload"]["topics"] == ["presence"]
+    assert (await recv_json(comm))["type"] == "presence.state"
+    await topics.publish("logs", "log.lines", {"lines": []})
+    assert await quiet(comm)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "subscribe", "topics": ["nope"]}, "unknown_topic"),
+        ({"type": "subscribe", "topics": "logs"}, "malformed"),
+        ({"type": "subscribe", "topics": []}, "malformed"),
+        ({"type": "subscribe", "topics": ["logs"] * 9}, "malformed"),
+        ({"type": "subscribe", "topics": [1]}, "malformed"),
+        ({"type": "unsubscribe"}, "malformed"),
+    ],
+)
+async def test_bad_subscribe_frames_get_an_error_and_the_socket_stays(
+    sockets: Sockets, token: str, frame: dict[str, Any], code: str
+) -> None:
+    comm, _ = await sockets.join(token)
+    await comm.send_json_to(frame)
+    error = await recv_json(comm)
+    assert error["type"] == "error" and error["payload"]["code"] == code
+    await comm.send_json_to({"type": "ping"})
+    assert (await recv_json(comm))["type"] == "pong"
+
+
+async def test_a_demoted_staff_user_loses_the_logs_topic_within_a_second(
+    sockets: Sockets, user: Any, token: str
+) -> None:
+    from live import topics
+
+    comm, _ = await sockets.join(token)
+    assert (await subscribe(comm, "logs", "presence"))["type"] == "subscribed"
+    assert (await recv_json(comm))["type"] == "presence.state"
+    started = time.monotonic()
+    await set_rights(user, is_staff=False)
+    dropped = await recv_json(comm)
+    assert time.monotonic() - started < 1.0
+    assert dropped["type"] == "unsubscribed"
+    assert dropped["payload"] == {"topics": ["logs"], "reason": "your rights changed"}
+    await topics.publish("logs", "log.lines", {"lines": []})
+    await topics.publish("presence", "presence.online", {"users": []})
+    assert (await recv_json(comm))["topic"] == "presence"  # still allowed
+    assert await quiet(comm)
+
+
+# Every topic's audience (docs/live-events.md "Topics"): who may subscribe, and who may not.
+AUDIENCES = {
+    # topic: (reader, staff, superuser without PBX_CONSOLE, superuser with PBX_CONSOLE=1)
+    "logs": (False, True, True, True),
+    "console": (False, False, False, True),
+    "presence": (True, True, True, True),
+    "traffic": (True, True, True, True),
+    "audit": (False, True, True, True),
+}
+
+
+def test_every_topic_has_a_documented_audience() -> None:
+    from live import topics
+
+    assert set(topics.TOPICS) == set(AUDIENCES)
+    documented = (Path(__file__).resolve().parent.parent / "docs" / "live-events.md").read_text()
+    for name, topic in topics.TOPICS.items():
+        assert f"| `{name}` |" in documented, f"docs/live-events.md lists no audience for {name}"
+        assert topic.audience
+
+
+@pytest.mark.parametrize("topic", sorted(AUDIENCES))
+@pytest.mark.parametrize("who", ["reader", "staff", "superuser", "console superuser"])
+async def test_each_topic_is_granted_to_its_audience_only(sockets: Sockets, topic: str, who: str) -> None:
+    def make() -> Any:
+        person = make_user(staff=who != "reader")
+        person.is_superuser = who.endswith("superuser")
+        person.save()
+        return person
+
+    person = await database_sync_to_async(make)()
+    allowed = AUDIENCES[topic][["reader", "staff", "superuser", "console superuser"].index(who)]
+    with override_settings(PBX_CONSOLE=who == "console superuser"):
+        comm, _ = await sockets.join(str(AccessToken.for_user(person)))
+        answer = await subscribe(comm, topic)
+        if allowed:
+            assert answer["type"] == "subscribed" and answer["payload"]["topics"] == [topic], answer
+        else:
+            assert answer["type"] == "error" and answer["payload"]["code"] == "forbidden_topic", answer
+            assert topic in answer["payload"]["message"]
+
+
+async def test_a_superuser_made_staff_loses_the_console_within_a_second(sockets: Sockets) -> None:
+    person = await database_sync_to_async(make_user)(staff=True)
+    await set_rights(person, is_superuser=True)
+    with override_settings(PBX_CONSOLE=True):
+        comm, _ = await sockets.join(str(AccessToken.for_user(person)))
+        assert (await subscribe(comm, "console", "logs"))["payload"]["topics"] == ["console", "logs"]
+        started = time.monotonic()
+        await set_rights(person, is_superuser=False)
+        dropped = await recv_json(comm)
+        assert time.monotonic() - started < 1.0
+        assert dropped["payload"] == {"topics": ["console"], "reason": "your rights changed"}

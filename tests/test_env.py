@@ -40,7 +40,15 @@ def test_bad_values_name_the_variable(call) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("PORT", "http"), ("DATABASE_URL", "nosuchdb://x"), ("REDIS_URL", "http://localhost"), ("DEBUG", "perhaps")],
+    [
+        ("PORT", "http"),
+        ("DATABASE_URL", "nosuchdb://x"),
+        ("REDIS_URL", "http://localhost"),
+        ("DEBUG", "perhaps"),
+        ("LIVE_MAX_SOCKET_BUFFER", "lots"),
+        ("LIVE_MAX_SOCKET_BUFFER", "1000"),
+        ("LIVE_CLOSE_TIMEOUT", "0"),
+    ],
 )
 def test_settings_refuse_bad_environment(tmp_path: Path, variable: str, value: str) -> None:
     result = subprocess.run(

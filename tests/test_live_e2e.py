@@ -238,8 +238,16 @@ async def test_health_counts_sockets(stack: Stack) -> None:
     async with connect(stack.server.ws, token) as a, connect(stack.server.ws, token) as b:
         await recv(a), await recv(b)
         await asyncio.sleep(0.5)
-        health = (200, {"status": "healthy", "clients": before + 2, "tasks": {}})  # no PBX link configured
-        assert stack.request(stack.server, "GET", "/health") == health
+        code, health = stack.request(stack.server, "GET", "/health")
+        assert (code, health["status"], health["clients"]) == (200, "healthy", before + 2)
+        # This process's supervised tasks (no PBX link configured); the poller, the logs
+        # tail and the traffic sampler run here only in the embedded default (with Redis,
+        # in `runworker rayanpbx-poller`).
+        expected = {"live-hub", "live-hub-reporter", "live-hub-control"} | (
+            {"live-socket-limits"} if stack.redis_url else {"live-poller", "logs-tail", "traffic-sampler"}
+        )
+        assert set(health["tasks"]) == expected
+        assert {task["state"] for task in health["tasks"].values()} == {"running"}
 
 
 # --- the poller ---------------------------------------------------------------------------

@@ -23,10 +23,8 @@ from tests.asterisk import (
     Asterisk,
     Phone,
     provider_account,
-    require_asterisk,
-    require_baresip,
 )
-from tests.pbx_helpers import Stream, get, is_apply, is_link, open_stream, pbx_stack, start_linked, wait_until
+from tests.pbx_helpers import Stream, get, is_apply, is_link, pbx_stack, private_asterisk, wait_until
 from tests.services import redis_url
 from tests.stack import Stack
 
@@ -35,29 +33,9 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
-    require_asterisk()
-    require_baresip()
     # The site's own endpoint 6001: RayanPBX must report it as the site's and never touch it.
     site_endpoint = "[6001]\ntype = endpoint\ncontext = site-tests\ndisallow = all\nallow = ulaw\n"
-    asterisk = Asterisk(tmp_path_factory.mktemp("asterisk"), extra_pjsip=site_endpoint)
-    asterisk.start()
-    yield asterisk
-    asterisk.stop()
-
-
-@pytest.fixture(scope="module")
-def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The embedded default (SQLite, in-process bus) with the link inside the server."""
-    stack = start_linked(pbx_stack(tmp_path_factory.mktemp("site"), pbx))
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-def stream(site: Stack) -> Iterator[Stream]:
-    stream = open_stream(site)
-    yield stream
-    stream.close()
+    yield from private_asterisk(tmp_path_factory, extra_pjsip=site_endpoint)
 
 
 def status(stack: Stack) -> dict[str, Any]:
@@ -117,7 +95,7 @@ def test_an_extension_created_in_the_api_registers_a_phone_then_disable_and_dele
     try:
         assert not again.wait_registered(2.0)
         # It did try, and Asterisk refused it (the phone is not merely silent).
-        assert "REGISTER' from '<sip:3101@" in pbx.log_since(log)
+        assert "REGISTER' from '<sip:3101@" in pbx.log_when(log, "REGISTER' from '<sip:3101@")
     finally:
         again.stop()
 
@@ -183,7 +161,7 @@ def test_a_trunk_created_in_the_api_registers_to_a_second_asterisk_and_carries_a
             phone.dial("95551234")
             phone.wait_event("CALL_ESTABLISHED", 10.0)
             # It reached B through the trunk, with the prefix stripped.
-            assert "5551234@from-rayanpbx" in provider.log_since(log)
+            assert "5551234@from-rayanpbx" in provider.log_when(log, "5551234@from-rayanpbx")
             phone.hangup()
         finally:
             phone.stop()

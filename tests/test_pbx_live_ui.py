@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.chromium import chromium
+from tests.chromium import chromium, close, open_page
 from tests.services import redis_url
-from tests.stack import ADMIN_PASSWORD, Server, Stack, free_port
+from tests.stack import Server, Stack, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
@@ -130,28 +130,6 @@ def unlinked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
     stack.close()
 
 
-def open_page(browser, server: Server, path: str, *, viewport=None, dark: bool = False):
-    context = browser.new_context(viewport=viewport or DESKTOP, color_scheme="dark" if dark else "light")
-    page = context.new_page()
-    page.script_errors = []  # checked by close(): a script error fails the test
-    page.on("pageerror", lambda error: page.script_errors.append(str(error)))
-    page.goto(f"{server.http}/login/?next={path}")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", ADMIN_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.http}{path}")
-    expect(page.locator("#live-status")).to_have_attribute("data-state", "connected", timeout=LIVE)
-    page.evaluate("window.__noReload = true")  # gone if the page ever reloads
-    return page
-
-
-def close(*pages) -> None:
-    for page in pages:
-        assert page.evaluate("window.__noReload === true"), "the page reloaded"
-        assert page.script_errors == [], page.script_errors
-        page.context.close()
-
-
 def extension_row(page, number: str):
     return page.locator(f'#rows tr[data-live-key="{number}"]')
 
@@ -226,6 +204,65 @@ def test_extension_status_follows_registration_events(browser, linked) -> None:
     page.select_option("#status-filter", "all")
     expect(r101).to_be_visible()
     close(page)
+
+
+def test_diagnostics_dialog_shows_contacts_failed_logins_and_what_to_check(browser, linked) -> None:
+    stack, server = linked
+    page = open_page(browser, server, "/extensions/")
+    r101 = extension_row(page, "101")
+    publish(stack, registration("101", "unregistered"))
+    expect(r101.locator(".reg")).to_have_attribute("data-state", "unregistered", timeout=LIVE)
+    # The status is a button named for what it shows and does; Enter opens the dialog.
+    r101.get_by_role("button", name="Extension 101: Not registered. Diagnostics").focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#diag-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#diag-title")).to_have_text("Extension 101")
+    expect(dialog.locator("[data-part=state]")).to_have_text("Not registered")
+    expect(dialog.locator("#diag-no-contacts")).to_be_visible()
+    expect(dialog.locator("#diag-contacts")).to_be_hidden()
+    hints = dialog.locator("#diag-hints")
+    expect(hints).to_contain_text("the user name and the authentication name are both 101")
+    expect(hints).not_to_contain_text("failed login")
+
+    # While it is open: a wrong password from somewhere, then two phones register.
+    failure = {"username": "101", "remote_ip": "203.0.113.50", "attempts": 7, "first_at": iso(5), "last_at": iso(1)}
+    publish(stack, ("security.sip_auth_failed", failure))
+    expect(dialog.locator("#diag-failures li")).to_have_count(1, timeout=LIVE)
+    expect(dialog.locator("#diag-failures li")).to_contain_text("7 attempts from 203.0.113.50, last ")
+    expect(hints).to_contain_text("7 failed logins from 203.0.113.50 in the last hour")
+    publish(
+        stack,
+        registration(
+            "101", "registered", contact("192.0.2.55", 12.34, "Yealink <b>T46</b>"), contact("198.51.100.3", None, "")
+        ),
+    )
+    contacts = dialog.locator("#diag-contacts tbody tr")
+    expect(contacts).to_have_count(2, timeout=LIVE)
+    expect(dialog.locator("[data-part=state]")).to_have_text("Registered")
+    first = contacts.first.locator("td")
+    expect(first.nth(0)).to_have_text("192.0.2.55:5060sip:phone@192.0.2.55:5060")
+    expect(first.nth(1)).to_have_text("Yealink <b>T46</b>")
+    expect(first.nth(2)).to_have_text("12 ms")
+    expect(first.nth(3)).to_have_text(re.compile(r"^in \d+ s \(.+\)$"))
+    expect(contacts.nth(1).locator("td").nth(1)).to_have_text("—")
+    expect(dialog.locator("b")).to_have_count(0)  # a user agent is text, never markup
+    expect(hints).not_to_contain_text("On the phone's SIP account")  # registered: no checklist
+    expect(hints).to_contain_text("failed logins")  # but the wrong password still shows
+
+    # Unreachable: the NAT advice.
+    publish(stack, registration("101", "unreachable", contact("192.0.2.55", None, "Yealink T46")))
+    expect(hints).to_contain_text("does not answer Asterisk's keep-alive checks", timeout=LIVE)
+    expect(contacts.first.locator("td").nth(2)).to_have_text("no answer")
+    shoot(page, "diagnostics")
+
+    # Escape closes it and gives the focus back to the row's status.
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(r101.locator("button.reg")).to_be_focused()
+    close(page)
+    # Later pages start from here, not from the snapshot's old position (no replay of these events).
+    put_snapshot(stack)
 
 
 def test_trunk_registration_is_live(browser, linked) -> None:

@@ -619,3 +619,57 @@ def test_the_first_non_zero_cause_names_the_end(causes: tuple[int, int], expecte
         events += state.handle(Message([("Event", "Hangup"), *headers, ("Cause-txt", texts[cause])]))
     (ended,) = [payload for kind, payload in events if kind == "call.ended"]
     assert (ended["cause"], ended["cause_text"]) == expected
+
+
+# --- the feed: a contacts list read while events arrive ---------------------------------
+
+
+async def test_a_contact_event_during_a_contacts_read_is_not_overwritten_by_the_older_list() -> None:
+    """The phone unregisters while PJSIPShowContacts is being answered: the list (taken
+    before) still shows it, the Removed event (after) must win."""
+    from pbx.feed import StateFeed
+
+    player = new()
+    rest = player.play(frames("04-registration-lifecycle"), until=UNREGISTER_04)
+    assert player.state.needs_contact_details() == {"101"}
+    unregister = [f.message for f in rest if f.message.event in ("ContactStatus", "PeerStatus", "DeviceStateChange")]
+    assert any(m.get("ContactStatus") == "Removed" for m in unregister)
+    # What Asterisk listed just before the phone left: its contact, with the details.
+    listed = [
+        Message([(k, v.replace(CONTACT_101_03, CONTACT_101_04)) for k, v in f.message.headers])
+        for f in frames("03-show-endpoints")
+        if f.message.event == "ContactList"
+    ]
+
+    class Ami:
+        async def action_list(self, action: str) -> list[Message]:
+            assert action == "PJSIPShowContacts"
+            for message in unregister:  # arrive while the list is on its way
+                feed.on_event(message)
+            return listed
+
+    feed = StateFeed(Ami())
+    feed.state = player.state
+    await feed._details()
+    published = [p for t, p in feed.queue if t == "extension.registration"]
+    assert published[-1] == UNREGISTERED_101, published
+    still = [r for r in player.state.snapshot_registrations() if r["state"] != "unregistered"]
+    assert still == [], still
+
+
+def test_a_partial_snapshot_in_the_cache_never_fails_a_request() -> None:
+    """A stored document missing parts (an older version's, or one written by hand) is
+    filled with empty parts, and one without a position is ignored."""
+    from django.core.cache import cache
+
+    from pbx import feed
+
+    try:
+        cache.set(feed.KEY, {"seq": 7, "registrations": [{"extension_number": "101"}]}, timeout=None)
+        document = feed.snapshot()
+        assert document["seq"] == 7 and document["registrations"] == [{"extension_number": "101"}]
+        assert document["calls"] == {"active": [], "ended": []} and document["counts"]["active_calls"] == 0
+        cache.set(feed.KEY, {"calls": "nonsense"}, timeout=None)
+        assert isinstance(feed.snapshot()["seq"], int) and feed.snapshot()["calls"] == {"active": [], "ended": []}
+    finally:
+        cache.delete(feed.KEY)

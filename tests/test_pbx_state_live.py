@@ -5,41 +5,16 @@ REST snapshots that cannot race the stream."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.asterisk import Asterisk, Phone, require_asterisk, require_baresip
-from tests.pbx_helpers import Stream, get, is_apply, open_stream, pbx_stack, start_linked, wait_until
+from tests.asterisk import Asterisk, Phone
+from tests.pbx_helpers import Stream, get, is_apply, wait_until
 from tests.stack import Stack
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture(scope="module")
-def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
-    require_asterisk()
-    require_baresip()
-    asterisk = Asterisk(tmp_path_factory.mktemp("asterisk"))
-    asterisk.start()
-    yield asterisk
-    asterisk.stop()
-
-
-@pytest.fixture(scope="module")
-def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_linked(pbx_stack(tmp_path_factory.mktemp("site"), pbx))
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-def stream(site: Stack) -> Iterator[Stream]:
-    stream = open_stream(site)
-    yield stream
-    stream.close()
 
 
 def extension(site: Stack, stream: Stream, number: str, **fields: Any) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.chromium import chromium
+from tests.chromium import chromium, close, open_page
 from tests.services import redis_url
-from tests.stack import ADMIN_PASSWORD, Server, Stack, free_port
+from tests.stack import Server, Stack, free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
@@ -63,32 +63,6 @@ def linked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Se
     stack = Stack(tmp_path_factory.mktemp("pbx-ui-linked"), redis_url=redis_url(), env=ami)
     yield stack, stack.start_server()
     stack.close()
-
-
-def open_page(browser, server: Server, path: str, *, viewport=None, javascript: bool = True, dark: bool = False):
-    context = browser.new_context(
-        viewport=viewport or {"width": 1280, "height": 860},
-        java_script_enabled=javascript,
-        color_scheme="dark" if dark else "light",
-    )
-    page = context.new_page()
-    page.script_errors = []  # checked by close(): a script error fails the test
-    page.on("pageerror", lambda error: page.script_errors.append(str(error)))
-    page.goto(f"{server.http}/login/?next={path}")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", ADMIN_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server.http}{path}")
-    if javascript:
-        expect(page.locator("#live-status")).to_have_attribute("data-state", "connected", timeout=LIVE)
-        page.evaluate("window.__noReload = true")  # gone if the page ever reloads
-    return page
-
-
-def close(*pages) -> None:
-    for page in pages:
-        assert page.script_errors == [], page.script_errors
-        page.context.close()
 
 
 def publish(stack: Stack, *events: tuple[str, dict[str, Any]]) -> None:

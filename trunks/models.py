@@ -1,11 +1,13 @@
-"""The Trunk model: one SIP link to a provider or another PBX."""
+"""The Trunk model: one SIP link to a provider or another PBX (versioned like extensions)."""
 
 from __future__ import annotations
 
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import F
+from django.db.models.functions import Lower
 
-from live.querysets import LiveQuerySet
+from extensions.models import Versioned, VersionedQuerySet
 from rayanpbx.sip import (
     CONTEXT_VALIDATORS,
     MAX_SECRET_LENGTH,
@@ -22,7 +24,7 @@ def default_trunk_codecs() -> list[str]:
     return ["ulaw", "alaw"]
 
 
-class Trunk(models.Model):
+class Trunk(Versioned):
     class Type(models.TextChoices):
         PEER = "peer", "Peer"
         FRIEND = "friend", "Friend"
@@ -66,10 +68,16 @@ class Trunk(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = LiveQuerySet.as_manager()
+    objects = VersionedQuerySet.as_manager()
 
     class Meta:
         ordering = ["priority", "name"]
+        # The list page's orders and its enabled filter (rayanpbx/listing.py).
+        indexes = [
+            models.Index("priority", Lower("name"), name="trunk_list_priority"),
+            models.Index(Lower("name"), "id", name="trunk_list_name"),
+            models.Index(F("enabled").desc(), "priority", Lower("name"), name="trunk_list_enabled"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -46,7 +46,8 @@ class TrunkSerializer(SipAccountSerializer):
             "strip_digits",
             "max_channels",
             "notes",
+            "version",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        read_only_fields = ["id", "version", "created_at", "updated_at"]

@@ -2,6 +2,8 @@
 
 Every error response is ``{"error": code, "detail": message, "fields": {...}}``;
 ``fields`` appears only for validation errors and maps each bad field to its messages.
+The database unreachable (also while authenticating a token: the user lookup) is 503
+``database_unavailable`` with ``Retry-After``, logged in one line (``rayanpbx.unavailable``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from rayanpbx import unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,12 @@ def _flatten(detail: Any) -> list[str]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if unavailable.is_outage(exc):
+        unavailable.note(context["request"], exc)
+        set_rollback()
+        response = Response({"error": unavailable.ERROR_CODE, "detail": unavailable.DETAIL}, status=503)
+        response["Retry-After"] = str(unavailable.RETRY_AFTER)
+        return response
     # The same conversions DRF makes, done first so the codes below are DRF's.
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) or None)

@@ -5,7 +5,8 @@ shared machinery produces (see ``rayanpbx.api.errors`` for their one shape), dec
 operation as documented: a request body can be invalid (400) or of the wrong media type
 (415); a query parameter can be invalid (400), though an empty one counts as not given
 (``allowEmptyValue``); a path parameter or a page number can miss (404); every endpoint can
-refuse credentials (401); a write needs a staff user (403).
+refuse credentials (401); a write needs a staff user (403); a versioned object's write can
+carry ``If-Match`` (412 when stale), and its success responses send an ``ETag``.
 Errors specific to one view (such as the login's 429) are declared on that view with
 ``error_response``. A SIP account's create response also documents the generated ``secret``.
 """
@@ -27,7 +28,7 @@ ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
 #: The body of every error response (``rayanpbx.api.errors.exception_handler``).
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "An error. `fields` appears only on validation errors (400).",
+    "description": "An error. `fields` appears only on validation errors (400), `current` only on 412.",
     "properties": {
         "error": {
             "type": "string",
@@ -42,6 +43,11 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "object"}],
             },
         },
+        "current": {
+            "type": "object",
+            "description": "Only on 412 `precondition_failed` (an `If-Match` that is not the object's "
+            "current ETag): the object as it is now, in the operation's success shape.",
+        },
     },
     "required": ["error", "detail"],
     "additionalProperties": False,
@@ -55,7 +61,27 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     403: "Permission denied: only staff users may change the PBX configuration "
     "(or a cookie-session request lacks its CSRF token).",
     404: "Not found: no object with this id, or no such page.",
+    412: "Precondition failed: `If-Match` is not the object's current ETag (someone else changed it); "
+    "`current` holds the object as it is now.",
     415: "Unsupported media type: send `application/json`.",
+}
+
+#: The versioned object operations: those that send an ETag, and those that check If-Match.
+TAGGED_ACTIONS = {"retrieve", "update", "partial_update", "toggle"}
+CONDITIONAL_ACTIONS = {"update", "partial_update", "destroy", "toggle"}
+
+IF_MATCH_PARAMETER: dict[str, Any] = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": 'The `ETag` the client loaded (e.g. `"12-3"`), or `*`. If the object has changed since, '
+    "nothing is written and the answer is 412 with the current object. Omitted: the write is unconditional.",
+}
+
+ETAG_HEADER: dict[str, Any] = {
+    "schema": {"type": "string"},
+    "description": 'The object\'s strong entity tag, `"<id>-<version>"`: send it back as `If-Match`.',
 }
 
 
@@ -92,12 +118,31 @@ class PbxAutoSchema(AutoSchema):
                 parameter.setdefault("allowEmptyValue", True)
         if "201" in responses and isinstance(self.get_response_serializers(), SipAccountSerializer):
             self._document_generated_secret(responses["201"])
+        self._document_versions(operation)
         for status in self.error_statuses(operation):
             responses.setdefault(
                 str(status),
                 {"description": ERROR_DESCRIPTIONS[status], "content": {"application/json": {"schema": ERROR_REF}}},
             )
         return operation
+
+    def _versioned(self) -> bool:
+        # Imported here: the viewset module imports DRF's views, which load this schema class.
+        from extensions.models import Versioned
+        from rayanpbx.api.viewsets import PbxObjectViewSet
+
+        model = getattr(getattr(self.view, "queryset", None), "model", None)
+        return isinstance(self.view, PbxObjectViewSet) and model is not None and issubclass(model, Versioned)
+
+    def _document_versions(self, operation: dict[str, Any]) -> None:
+        """Edit conflicts (``rayanpbx.api.viewsets``): ETag on success, If-Match and its 412."""
+        action = getattr(self.view, "action", None)
+        if not self._versioned():
+            return
+        if action in TAGGED_ACTIONS and "200" in operation["responses"]:
+            operation["responses"]["200"].setdefault("headers", {})["ETag"] = ETAG_HEADER
+        if action in CONDITIONAL_ACTIONS:
+            operation.setdefault("parameters", []).append(dict(IF_MATCH_PARAMETER))
 
     @staticmethod
     def _document_generated_secret(response: dict[str, Any]) -> None:
@@ -146,6 +191,8 @@ class PbxAutoSchema(AutoSchema):
             statuses.append(404)
         if "requestBody" in operation:
             statuses.append(415)
+        if any(parameter.get("in") == "header" and parameter.get("name") == "If-Match" for parameter in parameters):
+            statuses.append(412)
         return sorted(statuses)
 
     def _allows_anyone(self) -> bool:

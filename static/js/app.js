@@ -5,6 +5,7 @@
  */
 import { LiveConnection, liveUrl } from "./live.js";
 import { initPbx } from "./pbx.js";
+import { initPresence } from "./presence.js";
 import { initStatus } from "./ui.js";
 
 const PAGES = {
@@ -12,6 +13,10 @@ const PAGES = {
   extensions: () => import("./listpage.js"),
   trunks: () => import("./listpage.js"),
   calls: () => import("./calls.js"),
+  logs: () => import("./logs.js"),
+  console: () => import("./console.js"),
+  traffic: () => import("./traffic.js"),
+  audit: () => import("./audit.js"),
 };
 
 async function main() {
@@ -21,6 +26,7 @@ async function main() {
   const live = new LiveConnection({ url: liveUrl(), lastSeq: rendered ? Number(rendered) : null });
   initStatus(live);
   initPbx(live);
+  initPresence(live);
   document.getElementById("logout-form")?.addEventListener("submit", () => live.close());
   window.addEventListener("pagehide", () => live.close());
   const module = await PAGES[page]();

@@ -4,9 +4,48 @@
  * Validation errors from the API are shown next to their fields. A row being edited is
  * never overwritten silently: if someone else changes or deletes it meanwhile, the dialog
  * says so and keeps the user's unsaved input until they choose to load the latest values.
+ * While the dialog is open on a row, the page's presence says so: other pages mark the row
+ * "alice is editing", and a second editor's dialog warns that someone else has it open.
+ *
+ * Edit conflicts: a save sends `If-Match` with the version the dialog loaded. If someone else
+ * saved in between, the API answers 412 with the current object, and the dialog shows each
+ * field that differs (theirs against yours) with two ways out: keep mine (save again over
+ * the new version) or take theirs (load the current values into the form).
  */
 import { api } from "./api.js";
+import { editingText, editorsOf, onPresence, setEditing } from "./presence.js";
 import { toast } from "./ui.js";
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+/** A conditional write (`If-Match: etag`), answered like api(): {ok, status, data}. */
+async function conditionalWrite(method, path, body, etag) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      credentials: "same-origin",
+      headers: {
+        Accept: "application/json",
+        "Content-Type": "application/json",
+        "X-CSRFToken": csrfToken(),
+        "If-Match": etag,
+      },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    return { ok: false, status: 0, data: { error: "network", detail: "The server cannot be reached. Try again." } };
+  }
+  const data = await response.json().catch(() => null);
+  if (response.status === 401) location.assign(`/login/?next=${encodeURIComponent(location.pathname)}`);
+  return { ok: response.ok, status: response.status, data };
+}
+
+/** The ETag the API sends for an object (rayanpbx/api/viewsets.py). */
+const etagOf = (data) => `"${data.id}-${data.version}"`;
 
 export function initEditor({ live, slug, topic, tbody, refreshRow }) {
   const dialog = document.getElementById("edit-dialog");
@@ -19,7 +58,7 @@ export function initEditor({ live, slug, topic, tbody, refreshRow }) {
   const codecOrder = [...codecList.children];
   const noun = topic[0].toUpperCase() + topic.slice(1);
   const defaults = snapshot();
-  let editing = null; // {id, label} while the dialog edits an existing row
+  let editing = null; // {id, label, key, loaded} while the dialog edits an existing row (loaded: its values)
   let saving = false;
 
   function snapshot() {
@@ -94,6 +133,7 @@ export function initEditor({ live, slug, topic, tbody, refreshRow }) {
   function open(mode) {
     clearErrors();
     conflict.hidden = true;
+    stale.hidden = true;
     saveButton.disabled = false;
     setSecretHint(mode);
     const number = form.elements.extension_number;
@@ -119,11 +159,86 @@ export function initEditor({ live, slug, topic, tbody, refreshRow }) {
       toast(data?.detail || `This ${topic} no longer exists.`, "error");
       return;
     }
-    editing = { id: Number(row.dataset.id), label: row.dataset.label };
+    editing = {
+      id: Number(row.dataset.id),
+      label: row.dataset.label,
+      key: `${topic}:${row.dataset.liveKey}`,
+      loaded: data,
+    };
     fill(data);
     title.textContent = `Edit ${row.dataset.label}`;
     open("edit");
+    setEditing(editing.key);
+    warnOthers();
   }
+
+  // Someone else has this row's edit dialog open too: say who, before anyone saves.
+  const others = document.getElementById("edit-others");
+  function warnOthers() {
+    const names = editing && dialog.open ? editorsOf(editing.key) : [];
+    others.hidden = !names.length;
+    others.textContent = names.length
+      ? `${editingText(names)} this ${topic} too: whoever saves last overwrites the other's changes.`
+      : "";
+  }
+  onPresence(warnOthers);
+
+  // The conflict view: the save was refused (412) because the object changed since it loaded.
+  const stale = document.getElementById("edit-stale");
+  const staleRows = document.getElementById("edit-stale-rows");
+
+  function labelOf(name) {
+    const element = form.elements[name];
+    const input = element instanceof RadioNodeList ? element[0] : element;
+    const label = input?.id ? form.querySelector(`label[for="${input.id}"]`) : null;
+    return (label?.textContent || name).trim();
+  }
+
+  function shown(value) {
+    if (Array.isArray(value)) return value.join(", ") || "(none)";
+    if (typeof value === "boolean") return value ? "yes" : "no";
+    if (value === null || value === undefined || value === "") return "(empty)";
+    return String(value);
+  }
+
+  function showStale(current) {
+    const yours = collect();
+    staleRows.replaceChildren();
+    for (const [name, mine] of Object.entries(yours)) {
+      if (name === "secret" || !(name in current)) continue;
+      const theirs = current[name];
+      if (JSON.stringify(theirs) === JSON.stringify(mine)) continue;
+      const tr = document.createElement("tr");
+      tr.dataset.field = name;
+      for (const text of [labelOf(name), shown(theirs), shown(mine)]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.append(td);
+      }
+      staleRows.append(tr);
+    }
+    const count = staleRows.children.length;
+    stale.querySelector(".msg").textContent =
+      `Not saved: someone else saved this ${topic} after you opened it. ` +
+      (count ? `${count} field${count === 1 ? " differs" : "s differ"}:` : "Their values and yours are the same.");
+    conflict.hidden = true;
+    stale.hidden = false;
+    stale.querySelector("[data-action=keep-mine]").focus();
+  }
+
+  stale.querySelector("[data-action=keep-mine]").addEventListener("click", () => {
+    if (!editing?.current) return;
+    editing.loaded = editing.current; // save over their version, on purpose
+    stale.hidden = true;
+    form.requestSubmit();
+  });
+  stale.querySelector("[data-action=take-theirs]").addEventListener("click", () => {
+    if (!editing?.current) return;
+    editing.loaded = editing.current;
+    fill(editing.current);
+    stale.hidden = true;
+    clearErrors();
+  });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -131,11 +246,16 @@ export function initEditor({ live, slug, topic, tbody, refreshRow }) {
     saving = true;
     saveButton.disabled = true;
     const body = collect();
-    const { ok, data } = editing
-      ? await api("PATCH", `/api/${slug}/${editing.id}`, body)
+    const { ok, status, data } = editing
+      ? await conditionalWrite("PATCH", `/api/${slug}/${editing.id}`, body, etagOf(editing.loaded))
       : await api("POST", `/api/${slug}`, body);
     saving = false;
     saveButton.disabled = false;
+    if (editing && status === 412 && data?.current) {
+      editing.current = data.current;
+      showStale(data.current);
+      return;
+    }
     if (!ok) {
       showErrors(data);
       return;
@@ -158,13 +278,19 @@ export function initEditor({ live, slug, topic, tbody, refreshRow }) {
   );
 
   for (const button of dialog.querySelectorAll("[data-action=close]")) button.addEventListener("click", () => dialog.close());
-  dialog.addEventListener("close", () => (editing = null));
+  dialog.addEventListener("close", () => {
+    setEditing(null);
+    editing = null;
+    warnOthers();
+  });
   conflict.querySelector("[data-action=reload-form]").addEventListener("click", async () => {
     if (!editing) return;
     const { ok, data } = await api("GET", `/api/${slug}/${editing.id}`);
     if (ok) {
+      editing.loaded = data;
       fill(data);
       conflict.hidden = true;
+      stale.hidden = true;
     }
   });
 
@@ -172,7 +298,7 @@ export function initEditor({ live, slug, topic, tbody, refreshRow }) {
   live.on(`${topic}.updated`, (frame) => {
     if (!editing || saving || frame.payload.id !== editing.id || !dialog.open) return;
     conflict.querySelector(".msg").textContent =
-      `Someone else changed this ${topic} while you were editing it. Your unsaved changes are kept; saving will overwrite theirs.`;
+      `Someone else changed this ${topic} while you were editing it. Your unsaved changes are kept; saving will show what they changed and let you choose.`;
     conflict.querySelector("[data-action=reload-form]").hidden = false;
     conflict.hidden = false;
   });

@@ -9,10 +9,17 @@
  * - Resumes from the last seq it saw (?last_seq=N), so no event is lost across a reconnect;
  *   on "resync" (or a gap it detects itself) it asks the page to reload its data.
  * - An auth close code (4001/4002/4003) sends the user to the login page.
+ * - Presence (docs/live-events.md "Presence"): setPresence({page, editing}) says where this
+ *   page is and what it edits, now and again after every reconnect, with the page's tab id.
+ * - Topics (opt-in, not numbered: docs/live-events.md "Topics"): subscribe(["logs"]) asks
+ *   for them now and again after every reconnect; onTopic(topic, fn) gets their frames, and
+ *   onTopicState(fn) the server's subscribed / unsubscribed / forbidden answers.
  */
 
-const CONTROL_TYPES = new Set(["welcome", "pong", "error", "resync", "auth.ok"]);
+const CONTROL_TYPES = new Set(["welcome", "pong", "error", "resync", "auth.ok", "subscribed", "unsubscribed"]);
 const AUTH_CLOSE_CODES = new Set([4001, 4002, 4003]);
+// Connection limits (live.limits): too fast, too many sockets for the user, server full.
+const LIMIT_CLOSE_CODES = new Set([4029, 4030, 4031]);
 export const MAX_ATTEMPTS = 10;
 const BASE_DELAY_MS = 1000;
 const MAX_DELAY_MS = 30000;
@@ -36,12 +43,52 @@ export class LiveConnection {
     this.attempt = 0;
     this.status = "connecting";
     this.since = null; // when the page stopped being live (for the stale notice)
+    this.refused = null; // the server's reason, when a connection limit refused the socket
     this.socket = null;
     this.timer = null;
     this.closing = false;
     this.listeners = new Map();
     this.stateListeners = new Set();
     this.resyncListeners = new Set();
+    this.topics = new Set();
+    this.topicListeners = new Map();
+    this.topicStateListeners = new Set();
+    this.presence = null;
+    // This page's id for presence: the same across its reconnects, so a reconnect is not a new tab.
+    this.tab = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** Where this page is and what it edits ({page, editing}); kept across reconnects. */
+  setPresence(presence) {
+    this.presence = { ...this.presence, ...presence };
+    this.#sendPresence();
+  }
+
+  #sendPresence() {
+    if (this.presence) this.send({ type: "presence", tab: this.tab, ...this.presence });
+  }
+
+  /** Subscribe to topics (kept across reconnects). */
+  subscribe(topics) {
+    for (const topic of topics) this.topics.add(topic);
+    this.send({ type: "subscribe", topics: [...topics] });
+  }
+
+  unsubscribe(topics) {
+    for (const topic of topics) this.topics.delete(topic);
+    this.send({ type: "unsubscribe", topics: [...topics] });
+  }
+
+  onTopic(topic, listener) {
+    if (!this.topicListeners.has(topic)) this.topicListeners.set(topic, new Set());
+    this.topicListeners.get(topic).add(listener);
+    return () => this.topicListeners.get(topic).delete(listener);
+  }
+
+  /** listener({type: "subscribed" | "unsubscribed" | "forbidden", topics, reason}). */
+  onTopicState(listener) {
+    this.topicStateListeners.add(listener);
+    return () => this.topicStateListeners.delete(listener);
   }
 
   /** Listen to one event type, or "*" for every stream event. Returns an unsubscribe function. */
@@ -64,13 +111,14 @@ export class LiveConnection {
   }
 
   state() {
-    return { status: this.status, attempt: this.attempt, since: this.since, maxAttempts: MAX_ATTEMPTS };
+    return { status: this.status, attempt: this.attempt, since: this.since, maxAttempts: MAX_ATTEMPTS, refused: this.refused };
   }
 
   connect() {
     clearTimeout(this.timer);
     this.closing = false;
-    const query = this.lastSeq === null ? "" : `?last_seq=${this.lastSeq}`;
+    // batch=1: frames the server has at once (a bulk change) come as one JSON array.
+    const query = this.lastSeq === null ? "?batch=1" : `?batch=1&last_seq=${this.lastSeq}`;
     const socket = new WebSocket(this.url + query, ["rayanpbx"]);
     this.socket = socket;
     socket.addEventListener("message", (event) => this.#receive(event.data));
@@ -96,10 +144,20 @@ export class LiveConnection {
   }
 
   #receive(data) {
-    let frame;
+    let parsed;
     try {
-      frame = JSON.parse(data);
+      parsed = JSON.parse(data);
     } catch {
+      return;
+    }
+    if (Array.isArray(parsed)) for (const frame of parsed) this.#frame(frame);
+    else this.#frame(parsed);
+  }
+
+  #frame(frame) {
+    if (typeof frame.topic === "string") {
+      // A topic's frame: not numbered, outside the stream's order and resume.
+      for (const listener of this.topicListeners.get(frame.topic) || []) listener(frame);
       return;
     }
     if (CONTROL_TYPES.has(frame.type)) {
@@ -124,12 +182,23 @@ export class LiveConnection {
       if (this.lastSeq === null) this.lastSeq = frame.seq;
       this.attempt = 0;
       this.since = null;
+      this.refused = null;
       this.user = frame.payload.user;
       this.#setStatus("connected");
+      this.#sendPresence();
+      if (this.topics.size) this.send({ type: "subscribe", topics: [...this.topics] });
+    } else if (frame.type === "subscribed" || frame.type === "unsubscribed") {
+      this.#topicState({ type: frame.type, topics: frame.payload.topics, reason: frame.payload.reason });
+    } else if (frame.type === "error" && frame.payload.code === "forbidden_topic") {
+      this.#topicState({ type: "forbidden", topics: [], reason: frame.payload.message });
     } else if (frame.type === "resync") {
       this.lastSeq = frame.seq;
       this.#resync();
     }
+  }
+
+  #topicState(state) {
+    for (const listener of this.topicStateListeners) listener(state);
   }
 
   #resync() {
@@ -145,6 +214,7 @@ export class LiveConnection {
       return;
     }
     if (this.since === null) this.since = new Date();
+    this.refused = LIMIT_CLOSE_CODES.has(event.code) ? event.reason || "refused by the server" : null;
     this.attempt += 1;
     if (this.attempt > MAX_ATTEMPTS) {
       this.attempt = MAX_ATTEMPTS;

@@ -25,6 +25,11 @@ let status = null;
 let waiting = 0; // changes no running apply has taken yet (the link's own count)
 let clock = null;
 
+/** The PBX link's status as this page knows it now ({link, apply, ...}), or null. Read-only. */
+export function pbxStatus() {
+  return status;
+}
+
 export function initPbx(live) {
   const source = document.getElementById("pbx-status");
   if (!source) return; // not an authenticated page

@@ -14,8 +14,11 @@ export function toast(message, kind = "info") {
 const LABELS = {
   connecting: () => "Connecting…",
   connected: () => "Live",
-  reconnecting: (s) => `Reconnecting (attempt ${s.attempt} of ${s.maxAttempts})…`,
-  offline: () => "Offline",
+  reconnecting: (s) =>
+    s.refused
+      ? `Refused: ${s.refused}. Retrying (attempt ${s.attempt} of ${s.maxAttempts})…`
+      : `Reconnecting (attempt ${s.attempt} of ${s.maxAttempts})…`,
+  offline: (s) => (s.refused ? `Offline: ${s.refused}` : "Offline"),
 };
 
 /** Show the connection state in the header, and the stale-data banner while not live. */

@@ -1,7 +1,8 @@
-"""The no-lost-events guarantee when Redis misbehaves, against a private redis-server.
+"""The no-lost-events guarantee when Redis misbehaves.
 
-The test starts its own Redis (so killing or restarting it disturbs nobody else), a real
-daphne process and a real ``websockets`` client.
+Each test starts its own redis-server (so killing or restarting it disturbs nobody else),
+or puts a fault proxy (``tests.faults.proxy``) between RayanPBX and Redis, with real
+daphne processes and real ``websockets`` clients.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.services import missing
-from tests.stack import Stack, free_port
+from tests.faults.proxy import FaultProxy
+from tests.services import missing, redis_url
+from tests.stack import ROOT, Stack, free_port
 from tests.test_live_e2e import connect, extension, nothing_arrives, recv, recv_until
 
 pytestmark = pytest.mark.services
@@ -109,3 +112,66 @@ async def test_redis_restart_means_resync_then_streams_on(private_redis: Private
         assert log.count("Live event bus unavailable") <= 2
     finally:
         stack.close()
+
+
+# --- a dead subscription, a blackholed Redis ------------------------------------------------
+
+
+def shell_direct(stack: Stack, code: str, redis: str) -> None:
+    """A Django shell of this deployment that reaches Redis directly, not through the proxy."""
+    env = {**stack.env, "REDIS_URL": redis}
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[Stack, FaultProxy, str]]:
+    """A server whose Redis is reached through a fault proxy, and the direct Redis URL."""
+    direct = redis_url()
+    port = int(direct.rsplit(":", 1)[1].split("/")[0])
+    proxy = FaultProxy(port)
+    stack = Stack(tmp_path / "stack", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    try:
+        stack.server = stack.start_server()
+        yield stack, proxy, direct
+    finally:
+        proxy.restore()
+        stack.close()
+        proxy.close()
+
+
+async def test_a_half_open_subscription_is_noticed_and_repaired(proxied) -> None:
+    stack, proxy, direct = proxied
+    token = stack.login(stack.server)
+    async with connect(stack.server.ws, token) as ws:
+        start = (await recv(ws))["seq"]
+        # Every connection the server has to Redis goes silent without closing; new ones work.
+        proxy.freeze_existing()
+        shell_direct(stack, "from extensions.models import Extension\n"
+                     "Extension.objects.create(extension_number='4301', name='After the cut')", direct)  # fmt: skip
+        # Noticed within 30 s (a ping unanswered), resubscribed, repaired from the history.
+        frames = [await recv(ws, timeout=30) for _ in range(2)]
+        assert [f["type"] for f in frames] == ["extension.created", "status_update"]
+        assert [f["seq"] for f in frames] == [start + 1, start + 2]
+    assert "Live event bus unavailable (subscribe)" in stack.server.log.read_text()
+
+
+async def test_a_blackholed_redis_costs_a_write_under_2_s_and_changes_arrive_after(proxied) -> None:
+    stack, proxy, _ = proxied
+    worker = stack.start_worker()  # the poller: it announces what could not be published
+    token = stack.login(stack.server)
+    async with connect(stack.server.ws, token) as ws:
+        await recv(ws)
+        await asyncio.sleep(1.5)  # the worker's first poll primes its state
+        proxy.blackhole()
+        started = time.monotonic()
+        status, created = stack.request(stack.server, "POST", "/api/extensions", extension("4401"), token)
+        took = time.monotonic() - started
+        assert status == 201 and took < 2.0, (status, took)
+        await asyncio.sleep(10 - took)
+        proxy.restore()
+        returned = time.monotonic()
+        frame = await recv_until(ws, "extension.created", timeout=15)
+        assert frame["payload"]["id"] == created["id"]
+        assert time.monotonic() - returned < 10
+        assert worker.poll() is None

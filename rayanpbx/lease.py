@@ -1,7 +1,9 @@
-"""One active PBX link per deployment: a Redis lease held by the worker that drives Asterisk.
+"""One holder per deployment for work that must not run twice: a Redis lease.
 
-Every ``runworker rayanpbx-pbx`` tries to take the lease (redis-py's ``Lock``: ``SET NX PX``
-with a token, renewed and released by token-checked scripts). The holder renews it every
+The PBX link (one worker drives Asterisk) and the logs page's tail (one worker publishes each
+log line) run under one each. Every worker that runs such a task tries to take the lease
+(redis-py's ``Lock``: ``SET NX PX`` with a token, renewed and released by token-checked
+scripts). The holder renews it every
 ``RENEW_EVERY`` seconds; a standby tries every ``RETRY_EVERY`` seconds, so when the holder
 dies its lease expires after at most ``TTL`` seconds and a standby takes over within
 ``TTL + RETRY_EVERY`` (12 s). A holder that cannot renew (Redis away, or the lease taken
@@ -40,12 +42,12 @@ async def hold_and_run(url: str, name: str, work: Callable[[], Awaitable[None]])
                 if await lock.acquire(blocking=False):
                     break
             except RedisError as exc:
-                logger.warning("PBX lease: Redis unavailable (%s); retrying", exc)
+                logger.warning("Lease %s: Redis unavailable (%s); retrying", name, exc)
             if not waiting_logged:
-                logger.info("PBX link on standby: another worker holds the lease %s", name)
+                logger.info("On standby: another worker holds the lease %s", name)
                 waiting_logged = True
             await asyncio.sleep(RETRY_EVERY)
-        logger.info("PBX lease %s taken: this worker drives Asterisk", name)
+        logger.info("Lease %s taken: this worker runs its work", name)
         runner = asyncio.ensure_future(work())
         try:
             while not runner.done():
@@ -55,7 +57,7 @@ async def hold_and_run(url: str, name: str, work: Callable[[], Awaitable[None]])
                 try:
                     await lock.reacquire()
                 except (LockError, RedisError) as exc:
-                    raise LeaseLost(f"could not renew the PBX lease: {exc}") from exc
+                    raise LeaseLost(f"could not renew the lease {name}: {exc}") from exc
             runner.result()  # re-raise what ended the work
         finally:
             runner.cancel()
