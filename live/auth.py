@@ -32,6 +32,8 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from rayanpbx import audiences
+
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "rayanpbx"
@@ -51,10 +53,13 @@ class Identity(NamedTuple):
     pk: Any
     username: str
     is_staff: bool
+    #: The user's audiences (``rayanpbx.audiences``): which restricted events it may see.
+    sees: frozenset[str] = audiences.EVERYONE
 
     @classmethod
     def of(cls, user: AbstractBaseUser) -> Identity:
-        return cls(user.pk, user.get_username(), bool(user.is_staff))
+        """Who ``user`` is; reads its permissions, so call it from sync code."""
+        return cls(user.pk, user.get_username(), bool(user.is_staff), audiences.of_user(user))
 
 
 @dataclass(slots=True)
@@ -91,10 +96,12 @@ def find_token(scope: dict[str, Any], cookies: dict[str, str]) -> str | None:
     return tokens[0] if tokens else None
 
 
-@database_sync_to_async
-def _active_user(user_id: Any) -> AbstractBaseUser | None:
+def _find_active(user_id: Any) -> tuple[AbstractBaseUser, Identity] | None:
     user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
-    return user if user is not None and user.is_active else None
+    return (user, Identity.of(user)) if user is not None and user.is_active else None
+
+
+_active_user = database_sync_to_async(_find_active)
 
 
 def _revoked(token: AccessToken, user: AbstractBaseUser) -> bool:
@@ -112,14 +119,15 @@ async def check_token(raw: str, *, expected_user: Identity | None = None) -> Cre
         return Credentials(None, CLOSE_EXPIRED, "token expired")
     except TokenError:
         return Credentials(None, CLOSE_NO_TOKEN, "invalid token")
-    user = await _active_user(token.get(api_settings.USER_ID_CLAIM))
-    if user is None:
+    found = await _active_user(token.get(api_settings.USER_ID_CLAIM))
+    if found is None:
         return Credentials(None, CLOSE_FORBIDDEN, "user inactive or unknown")
+    user, who = found
     if _revoked(token, user):
         return Credentials(None, CLOSE_NO_TOKEN, "token revoked by a password change")
     if expected_user is not None and user.pk != expected_user.pk:
         return Credentials(None, CLOSE_FORBIDDEN, "token of another user")
-    return Credentials(Identity.of(user), expires_at=float(token["exp"]))
+    return Credentials(who, expires_at=float(token["exp"]))
 
 
 async def authenticate(scope: dict[str, Any]) -> Credentials:
@@ -153,5 +161,6 @@ async def check_session(session_key: str) -> Credentials:
     user = await get_user({"session": session})
     if user.is_authenticated and user.is_active:
         expires = await database_sync_to_async(session.get_expiry_date)()
-        return Credentials(Identity.of(user), expires_at=expires.timestamp(), session_key=session_key)
+        who = await database_sync_to_async(Identity.of)(user)
+        return Credentials(who, expires_at=expires.timestamp(), session_key=session_key)
     return Credentials(None, CLOSE_EXPIRED, "session ended")

@@ -34,7 +34,7 @@ from live.events import control, seq_of
 from live.hub import CHANNEL_PREFIX, Batch, batch_text, get_hub
 from live.presence import get_presence, parse
 from live.server import EXTENSION
-from rayanpbx import metrics
+from rayanpbx import audiences, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,13 @@ RATE_PER_SECOND = 10.0
 def _fresh_user(pk: Any) -> Any:
     """The user as the database holds it now (None once deleted)."""
     return get_user_model()._base_manager.filter(pk=pk).first()
+
+
+@database_sync_to_async
+def _fresh_rights(pk: Any) -> tuple[Any, frozenset[str]]:
+    """The user now (None once deleted) and its audiences (``rayanpbx.audiences``)."""
+    user = get_user_model()._base_manager.filter(pk=pk).first()
+    return user, audiences.of_user(user)
 
 
 def _query_int(scope: dict[str, Any], name: str) -> int | None:
@@ -108,6 +115,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     #: This socket's slot in its user's count (live.limits), once admitted.
     _slot: str | None = None
     revocation_groups: tuple[str, ...] = ()
+    #: The user's audiences (rayanpbx.audiences): the hub frames restricted events per set.
+    sees: frozenset[str] = audiences.EVERYONE
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # However the application ends (a disconnect, an error, daphne cancelling it without
@@ -145,6 +154,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(creds.close_code, creds.reason if creds.close_code in limits.CODES else None)
             return
         self.user = creds.user
+        self.sees = creds.user.sees
         self._session_key = creds.session_key
         # Closed by live.revocation when this user's access, or this session, ends.
         self.revocation_groups = (revocation.user_group(self.user.pk),) + (
@@ -173,7 +183,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         hub.add(self)
         await hub.join(self)
         user = {"id": self.user.pk, "username": self.user.username, "is_staff": self.user.is_staff}
-        welcome = {"message": "Connected to RayanPBX live events", "user": user}
+        welcome = {"message": "Connected to RayanPBX live events", "user": user, "sees": sorted(self.sees)}
         if resume_from is None:
             self.last_seq, self.replaying = hub.last_seq, False
             await self.send(control("welcome", welcome, self.last_seq))
@@ -275,7 +285,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.send(control("resync", {"reason": "last_seq is older than the event history"}, current))
         else:
             self.last_seq = after
-            fresh = [(seq, frame) for frame in frames if (seq := seq_of(frame)) > after]
+            # The same rule as the live fan-out: what this user may not see comes as a
+            # same-seq ``restricted`` frame (rayanpbx.audiences).
+            fresh = [(seq, audiences.view(frame, self.sees)) for frame in frames if (seq := seq_of(frame)) > after]
             step = BATCH_FRAMES if self.batched else 1
             for start in range(0, len(fresh), step):
                 chunk = fresh[start : start + step]
@@ -469,20 +481,33 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await topics.publish("console", "console.typing", {"user": self.user.username})
 
     def rights_changed(self) -> None:
-        """The user's rights changed (live.revocation): drop the topics they no longer allow."""
-        if self.topics:
-            self._rechecking = asyncio.get_running_loop().create_task(self._recheck_topics())
+        """The user's rights changed (live.revocation): check its audiences and topics again."""
+        self._rechecking = asyncio.get_running_loop().create_task(self._recheck_rights())
 
-    async def _recheck_topics(self) -> None:
+    async def _recheck_rights(self) -> None:
         try:
-            user = await _fresh_user(self.user.pk)
-        except DatabaseError:  # cannot tell: keep nothing that needs a right
-            user = None
+            user, sees = await _fresh_rights(self.user.pk)
+        except DatabaseError:
+            # Its rights cannot be read now: close with "try again" (4013) rather than keep
+            # sending by the old ones; the client reconnects with backoff, is checked afresh
+            # then, and resumes from its seq (nothing lost).
+            logger.warning("Could not re-check the rights of user %s; closing its socket", self.user.pk)
+            await self._close_quietly(auth.CLOSE_TRY_AGAIN)
+            return
         lost = sorted(name for name in self.topics if user is None or not topics.TOPICS[name].allowed(user))
         if lost and not self.closed:
             await self._drop_topics(lost)
             reason = "your rights changed"
             await self.send(control("unsubscribed", {"topics": lost, "reason": reason}, self.last_seq))
+        if sees != self.sees and not self.closed:
+            # From the next frame on the hub frames events for the new set; what the page
+            # holds was drawn for the old one, so it reloads (resync at the current seq):
+            # a user who gained a right sees at once what it now may, one who lost it no
+            # longer holds what it may not.
+            # ``reload``: a page drew its sections for the old rights; it reloads whole.
+            self.sees = sees
+            reason = "your rights changed; reload the page"
+            await self.send(control("resync", {"reason": reason, "reload": True}, self.last_seq))
 
     # --- helpers --------------------------------------------------------------------------
 

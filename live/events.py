@@ -3,7 +3,8 @@
 Every frame the server sends is ``{"seq", "type", "payload", "timestamp"}``. Stream events
 (``extension.*``, ``trunk.*``, ``status_update``, ``pbx.*``, ``call.*``,
 ``security.*``) each take the next ``seq`` of the whole
-deployment; control frames (``welcome``, ``pong``, ``error``, ``resync``, ``auth.ok``)
+deployment (a socket whose user may not see one gets a ``restricted`` frame with its
+``seq``: ``rayanpbx.audiences``); control frames (``welcome``, ``pong``, ``error``, ``resync``, ``auth.ok``)
 carry the ``seq`` of the last stream event the client has been sent and are not numbered
 themselves. See docs/live-events.md for every type with an example.
 """
@@ -93,6 +94,8 @@ StreamType = Literal[
     "call.answered",
     "call.ended",
     "security.sip_auth_failed",
+    # In place of an event the socket's user may not see (rayanpbx.audiences): same seq.
+    "restricted",
 ]
 ControlType = Literal["welcome", "pong", "error", "resync", "auth.ok", "subscribed", "unsubscribed"]
 

@@ -25,7 +25,7 @@ from live.bus import BATCH_FRAMES, get_bus
 from live.events import seq_of
 from live.revocation import MESSAGE, RIGHTS_MESSAGE
 from live.server import prepare
-from rayanpbx import background, metrics
+from rayanpbx import audiences, background, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ class Subscriber(Protocol):
     #: The revocation groups (``live.revocation``) whose messages close this socket.
     revocation_groups: tuple[str, ...]
 
+    #: The user's audiences (``rayanpbx.audiences``): which restricted events it sees whole.
+    sees: frozenset[str]
+
     def revoke(self, code: int) -> None:
         """Close the socket: its user's or session's access ended."""
 
@@ -72,10 +75,12 @@ class Batch:
     already received (a bulk change's thousands of events), at most ``BATCH_FRAMES``.
     """
 
-    __slots__ = ("_combined", "_singles", "frames")
+    __slots__ = ("_combined", "_singles", "_source", "frames")
 
-    def __init__(self, frames: list[tuple[int, str]]) -> None:
+    def __init__(self, frames: list[tuple[int, str]], source: Batch | None = None) -> None:
         self.frames = frames
+        #: The batch this one is a view of (``_view``): the frames they share are framed once.
+        self._source = source
         self._singles: list[tuple[int, dict[str, Any], Any]] | None = None
         self._combined: tuple[dict[str, Any], Any] | None = None
 
@@ -90,7 +95,12 @@ class Batch:
     def singles(self) -> list[tuple[int, dict[str, Any], Any]]:
         """``(seq, ASGI message, prepared frame)`` per frame."""
         if self._singles is None:
-            self._singles = [(seq, _message(frame), prepare(frame)) for seq, frame in self.frames]
+            shared = self._source.singles() if self._source is not None else None
+            self._singles = [
+                shared[n] if shared is not None and frame is self._source.frames[n][1]
+                else (seq, _message(frame), prepare(frame))
+                for n, (seq, frame) in enumerate(self.frames)
+            ]  # fmt: skip
         return self._singles
 
     def combined(self) -> tuple[dict[str, Any], Any]:
@@ -103,6 +113,15 @@ class Batch:
                 text = batch_text(self.frames)
                 self._combined = (_message(text), prepare(text))
         return self._combined
+
+
+def _view(batch: Batch, sees: frozenset[str]) -> Batch:
+    """The batch as sockets with audiences ``sees`` get it (``audiences.view``): itself when
+    nothing in it is hidden from them, else a batch sharing the frames they may see."""
+    frames = [(seq, audiences.view(frame, sees)) for seq, frame in batch.frames]
+    if all(mine is theirs for (_, mine), (_, theirs) in zip(frames, batch.frames, strict=True)):
+        return batch
+    return Batch(frames, source=batch)
 
 
 def batch_text(frames: list[tuple[int, str]]) -> str:
@@ -322,9 +341,16 @@ class Hub:
             return
         self.last_seq = frames[-1][0]
         batch = Batch(frames)
+        # Events not for everyone (rayanpbx.audiences) are framed once per set of audiences
+        # among the sockets, not per socket; the common case (none) costs one type check
+        # per frame.
+        whole = batch
+        views: dict[frozenset[str], Batch] | None = {} if audiences.restricted(frames) else None
         started = time.perf_counter()
         clients = list(self.clients)
         for n, client in enumerate(clients, 1):
+            if views is not None:
+                batch = views.get(client.sees) or views.setdefault(client.sees, _view(whole, client.sees))
             try:
                 if getattr(client, "batched", False):
                     await client.deliver_batch(batch)

@@ -1,7 +1,9 @@
 """Closing the sockets of a user or a session the moment their access ends, on every process.
 
 Nothing in a socket re-checks its credentials once it is open, so the end of access is
-pushed to it (and a change of rights, so its topics are checked again: ``live.topics``):
+pushed to it (and a change of rights, so its topics and its audiences are checked again:
+``live.topics``, ``rayanpbx.audiences``; a change of staff status, of the user's own
+permissions or groups, or of a group's permissions):
 logging out (that session's sockets), a user deactivated, deleted or given a
 new password (all of that user's sockets, session and token alike) closes them with 4003
 within a second, wherever they are open. The session's own expiry closes its sockets with
@@ -27,7 +29,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,40 @@ def rights_changed(pk: Any) -> None:
     transaction.on_commit(send)
 
 
+def _on_user_m2m(sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any) -> None:
+    """A user's permissions or groups changed (from either side of the relation)."""
+    if action == "pre_clear" and reverse:  # the users are known only before they are cleared
+        instance._live_rights_users = list(instance.user_set.values_list("pk", flat=True))
+    if action not in ("post_add", "post_remove", "post_clear"):
+        return
+    if not reverse:
+        rights_changed(instance.pk)
+        return
+    users = instance.__dict__.pop("_live_rights_users", None) if action == "post_clear" else pk_set
+    for pk in users or ():
+        rights_changed(pk)
+
+
+def _on_group_permissions(sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any) -> None:
+    """A group's permissions changed: every member's rights did."""
+    if action == "pre_clear":  # the members are known only before the permissions are cleared
+        groups = list(instance.group_set.values_list("pk", flat=True)) if reverse else [instance.pk]
+        instance._live_rights_users = _members(groups)
+        return
+    if action == "post_clear":
+        users = instance.__dict__.pop("_live_rights_users", [])
+    elif action in ("post_add", "post_remove"):
+        users = _members(list(pk_set or ()) if reverse else [instance.pk])
+    else:
+        return
+    for pk in users:
+        rights_changed(pk)
+
+
+def _members(groups: list[Any]) -> list[Any]:
+    return list(get_user_model().objects.filter(groups__in=groups).values_list("pk", flat=True).distinct())
+
+
 def _on_user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     revoke(user_group(instance.pk), "deleted")
 
@@ -137,3 +173,10 @@ def connect_signals() -> None:
     pre_save.connect(_remember_access, sender=user_model, dispatch_uid="live.revocation.pre_save")
     post_save.connect(_on_user_saved, sender=user_model, dispatch_uid="live.revocation.post_save")
     post_delete.connect(_on_user_deleted, sender=user_model, dispatch_uid="live.revocation.post_delete")
+    from django.contrib.auth.models import Group
+
+    for through, name in ((user_model.user_permissions.through, "perms"), (user_model.groups.through, "groups")):
+        m2m_changed.connect(_on_user_m2m, sender=through, dispatch_uid=f"live.revocation.m2m.{name}")
+    m2m_changed.connect(
+        _on_group_permissions, sender=Group.permissions.through, dispatch_uid="live.revocation.group_perms"
+    )

@@ -1,4 +1,4 @@
-"""The PBX app's one model: the console's audit record (``pbx.console``).
+"""The PBX app's models: the console's audit record (``pbx.console``), and the calls permission.
 
 Every console command a superuser sends is recorded: who (the user, and the username as it
 was), when, from which address, the command, how it ended (``ok``, ``error`` with the error
@@ -50,3 +50,19 @@ class ConsoleCommand(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}: {self.command} ({self.outcome})"
+
+
+class CallAccess(models.Model):
+    """No table: the holder of the ``pbx.view_calls`` permission (``rayanpbx.audiences``).
+
+    Give it to a non-staff user (or a group) in the Django admin to let them see calls:
+    who called whom, on the stream, ``GET /api/pbx/calls`` and the Calls page. Staff see
+    calls without it."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("view_calls", "Can see calls (who called whom)")]
+
+    def __str__(self) -> str:
+        return "calls"

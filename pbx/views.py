@@ -15,6 +15,8 @@ from rest_framework.views import APIView
 
 from audit import recorder
 from pbx import config, feed, link, status
+from rayanpbx import audiences
+from rayanpbx.api.permissions import InAudience
 from rayanpbx.api.schema import error_response
 
 
@@ -69,9 +71,12 @@ class NotConfigured(APIException):
     default_detail = status.HOW_TO_CONFIGURE
 
 
-def public_status() -> dict[str, Any]:
+def public_status(sees: frozenset[str] = audiences.ALL) -> dict[str, Any]:
+    """The status document, with the last apply's errors only for staff (``rayanpbx.audiences``)."""
     document = status.read()
-    return StatusSerializer(document).data
+    data = StatusSerializer(document).data
+    data["apply"] = audiences.redact_apply(data["apply"], sees)
+    return data
 
 
 class PbxStatusView(APIView):
@@ -81,7 +86,7 @@ class PbxStatusView(APIView):
 
     @extend_schema(responses={200: StatusSerializer, 401: error_response("Not signed in.")})
     def get(self, request: Request) -> Response:
-        return Response(public_status())
+        return Response(public_status(audiences.of_user(request.user)))
 
 
 class PbxApplyView(APIView):
@@ -131,11 +136,15 @@ class PbxConfigView(APIView):
         return Response({"config_dir": str(settings.ASTERISK_CONFIG_DIR), "files": config.masked(generated)})
 
 
-def _snapshot_view(name: str, summary: str, fields: dict[str, serializers.Field]) -> type[APIView]:
-    """A read-only view of one part of the live PBX state, with the stream position it is valid at."""
+def _snapshot_view(
+    name: str, summary: str, fields: dict[str, serializers.Field], audience: str | None = None
+) -> type[APIView]:
+    """A read-only view of one part of the live PBX state, with the stream position it is
+    valid at; with ``audience``, for that audience only (``rayanpbx.audiences``)."""
+    refused = {403: error_response(InAudience.MESSAGES[audience])} if audience else {}
 
     class SnapshotView(APIView):
-        permission_classes = [IsAuthenticated]
+        permission_classes = [InAudience]
 
         @extend_schema(
             summary=summary,
@@ -148,12 +157,14 @@ def _snapshot_view(name: str, summary: str, fields: dict[str, serializers.Field]
                     f"Pbx{name.title().replace('_', '')}", {"seq": serializers.IntegerField(), **fields}
                 ),
                 401: error_response("Not signed in."),
+                **refused,
             },
         )
         def get(self, request: Request) -> Response:
             document = feed.snapshot()
             return Response({"seq": document["seq"], **{key: document[key] for key in fields}})
 
+    SnapshotView.audience = audience
     SnapshotView.__name__ = f"Pbx{name.title().replace('_', '')}View"
     return SnapshotView
 
@@ -166,8 +177,12 @@ PbxCallsView = _snapshot_view(
     "calls",
     "Active calls and the last 200 ended",
     {"calls": inline_serializer("PbxCallLists", {"active": _ROWS, "ended": _ROWS})},
+    audience=audiences.CALLS,
 )
 PbxTrunksView = _snapshot_view("trunks", "Trunks' outbound registrations", {"trunks": _ROWS})
 PbxSecurityView = _snapshot_view(
-    "security", "The last 50 failed SIP logins, aggregated per username and source", {"auth_failures": _ROWS}
+    "security",
+    "The last 50 failed SIP logins, aggregated per username and source",
+    {"auth_failures": _ROWS},
+    audience=audiences.STAFF,
 )

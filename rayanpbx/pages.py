@@ -49,7 +49,7 @@ from live.bus import get_bus
 from live.publisher import current_counts
 from pbx import feed
 from pbx import status as pbx_status
-from rayanpbx import listing, login_throttle
+from rayanpbx import audiences, listing, login_throttle
 from rayanpbx.sip import CODECS, WIDEBAND_CODECS, Transport
 from trunks.models import Trunk
 
@@ -164,6 +164,9 @@ def pbx_context(*parts: str, request: HttpRequest | None = None) -> dict[str, An
     between are replayed rather than missed (row events replayed twice are harmless)."""
     if not pbx_status.configured():
         return {}
+    if request is not None:  # the parts this user may see (rayanpbx.audiences); the page says so
+        sees = audiences.of_user(request.user)
+        parts = tuple(part for part in parts if audiences.may_read(part, sees))
     document = feed.snapshot()
     seq = document.get("seq")
     if request is not None and isinstance(seq, int) and getattr(request, "live_seq", None) is not None:
@@ -197,7 +200,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def calls(request: HttpRequest) -> HttpResponse:
-    """Calls in progress and the last ended ones, live (drawn by static/js/calls.js)."""
+    """Calls in progress and the last ended ones, live (drawn by static/js/calls.js); for
+    staff and users with the ``pbx.view_calls`` permission (``rayanpbx.audiences``)."""
+    if audiences.CALLS not in audiences.of_user(request.user):
+        return render(request, "calls.html", {"refused": True}, status=403)
     return render(request, "calls.html", pbx_context("calls", request=request))
 
 

@@ -38,8 +38,18 @@ DESKTOP = {"width": 1280, "height": 860}
 LIVE_MS = 5000  # how long a page may take to go live (generous: these are not timing tests)
 
 
-def open_page(browser: Any, server: Any, path: str, *, viewport=None, javascript: bool = True, dark: bool = False):
-    """A new browser context signed in as the admin on ``server``, at ``path``, live.
+def open_page(
+    browser: Any,
+    server: Any,
+    path: str,
+    *,
+    viewport=None,
+    javascript: bool = True,
+    dark: bool = False,
+    user: str = "admin",
+    password: str | None = None,
+):
+    """A new browser context signed in as ``user`` (the admin) on ``server``, at ``path``, live.
 
     Script errors are collected in ``page.script_errors`` and a marker set in ``window`` is
     gone if the page ever reloads: :func:`close` checks both."""
@@ -60,8 +70,8 @@ def open_page(browser: Any, server: Any, path: str, *, viewport=None, javascript
     page.live = javascript
     page.on("pageerror", lambda error: page.script_errors.append(str(error)))
     page.goto(f"{server.http}/login/?next={path}")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", ADMIN_PASSWORD)
+    page.fill("#id_username", user)
+    page.fill("#id_password", password or ADMIN_PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{server.http}{path}")
     if javascript:

@@ -1180,6 +1180,9 @@ async def test_a_demoted_staff_user_loses_the_logs_topic_within_a_second(
     assert time.monotonic() - started < 1.0
     assert dropped["type"] == "unsubscribed"
     assert dropped["payload"] == {"topics": ["logs"], "reason": "your rights changed"}
+    # No longer staff: no longer in the staff audience either (rayanpbx.audiences), so the
+    # page reloads what it holds.
+    assert (await recv_json(comm))["type"] == "resync"
     await topics.publish("logs", "log.lines", {"lines": []})
     await topics.publish("presence", "presence.online", {"users": []})
     assert (await recv_json(comm))["topic"] == "presence"  # still allowed
@@ -1239,3 +1242,103 @@ async def test_a_superuser_made_staff_loses_the_console_within_a_second(sockets:
         dropped = await recv_json(comm)
         assert time.monotonic() - started < 1.0
         assert dropped["payload"] == {"topics": ["console"], "reason": "your rights changed"}
+
+
+# --- per-event audiences (rayanpbx.audiences; docs/live-events.md "Who sees what") ---------
+
+CALL = ("call.started", {"id": "1700000000.1", "from": "101", "to": "0912345678", "direction": "outbound"})
+LOGIN = ("security.sip_auth_failed", {"username": "101", "remote_ip": "203.0.113.9", "attempts": 40})
+APPLY = ("pbx.apply", {"id": 9, "state": "failed", "errors": [{"object": "trunk acme", "message": "bad host"}]})
+
+
+def calls_permission() -> Any:
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(content_type__app_label="pbx", codename="view_calls")
+
+
+@database_sync_to_async
+def make_operator() -> Any:
+    """A read-only user given the permission to see calls."""
+    person = make_user(staff=False)
+    person.user_permissions.add(calls_permission())
+    return person
+
+
+async def publish(*events: tuple[str, dict[str, Any]]) -> list[int]:
+    from live import publisher
+
+    return await sync_to_async(publisher.publish_events)(list(events))
+
+
+def hidden(seq: int) -> tuple[int, str, dict[str, Any]]:
+    return seq, "restricted", {}
+
+
+def seen(frames: list[Frame]) -> list[tuple[int, str, dict[str, Any]]]:
+    return [(f["seq"], f["type"], f["payload"]) for f in frames]
+
+
+async def test_each_user_gets_the_events_it_may_see_and_every_seq(sockets: Sockets) -> None:
+    reader = await database_sync_to_async(make_user)(staff=False)
+    operator, staff = await make_operator(), await database_sync_to_async(make_user)(staff=True)
+    comms = {}
+    people = (("reader", reader, []), ("operator", operator, ["calls"]), ("staff", staff, ["calls", "staff"]))
+    for name, person, sees in people:
+        comms[name], welcome = await sockets.join(str(access(person)))
+        assert welcome["payload"]["sees"] == sees
+
+    call, login, apply = await publish(CALL, LOGIN, APPLY)
+    redacted = {**APPLY[1], "errors": [], "errors_hidden": 1}
+    assert seen(await recv_many(comms["reader"], 3)) == [hidden(call), hidden(login), (apply, "pbx.apply", redacted)]
+    assert seen(await recv_many(comms["operator"], 3)) == [
+        (call, *CALL), hidden(login), (apply, "pbx.apply", redacted)
+    ]  # fmt: skip
+    assert seen(await recv_many(comms["staff"], 3)) == [(call, *CALL), (login, *LOGIN), (apply, *APPLY)]
+    for comm in comms.values():
+        assert await quiet(comm)
+
+
+async def test_a_resume_is_filtered_by_the_same_rule(sockets: Sockets) -> None:
+    reader = await database_sync_to_async(make_user)(staff=False)
+    _, welcome = await sockets.join(str(access(reader)))
+    call, login, apply = await publish(CALL, LOGIN, APPLY)
+    resumed, _ = await sockets.join(str(access(reader)), f"last_seq={welcome['seq']}")
+    frames = await recv_many(resumed, 3)
+    assert seen(frames) == [
+        hidden(call),
+        hidden(login),
+        (apply, "pbx.apply", {**APPLY[1], "errors": [], "errors_hidden": 1}),
+    ]
+
+
+async def test_calls_given_and_taken_through_a_group_resync_the_socket_within_a_second(sockets: Sockets) -> None:
+    from django.contrib.auth.models import Group
+
+    person = await database_sync_to_async(make_user)(staff=False)
+    comm, _ = await sockets.join(str(access(person)))
+    group = await database_sync_to_async(Group.objects.create)(name=f"desk-{uuid.uuid4().hex[:6]}")
+    await database_sync_to_async(group.permissions.add)(await database_sync_to_async(calls_permission)())
+    assert await quiet(comm)  # not in the group yet: nothing changed for this user
+
+    started = time.monotonic()
+    await database_sync_to_async(person.groups.add)(group)
+    resync = await recv(comm)
+    assert time.monotonic() - started < 1.0
+    assert resync["type"] == "resync" and resync["payload"] == {
+        "reason": "your rights changed; reload the page",
+        "reload": True,
+    }
+    (call,) = await publish(CALL)
+    assert seen([await recv(comm)]) == [(call, *CALL)]
+
+    started = time.monotonic()
+    await database_sync_to_async(group.permissions.clear)()  # from the group's side
+    assert (await recv(comm))["type"] == "resync"
+    assert time.monotonic() - started < 1.0
+    (call,) = await publish(CALL)
+    assert seen([await recv(comm)]) == [hidden(call)]
+
+    await database_sync_to_async(person.user_permissions.add)(await database_sync_to_async(calls_permission)())
+    assert (await recv(comm))["type"] == "resync"  # given to the user directly
+    assert await quiet(comm)

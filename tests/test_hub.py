@@ -8,6 +8,7 @@ daphne processes are in ``tests/faults/``.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from live.events import body, number, seq_of
 from live.hub import Hub
-from rayanpbx import background
+from rayanpbx import audiences, background
 
 
 class ScriptedBus:
@@ -179,3 +180,74 @@ async def test_frames_that_arrive_together_go_to_a_batched_socket_as_one_message
         "[" + ",".join(bus.history[seq] for seq in (102, 103)) + "]",
         "[" + ",".join(bus.history[seq] for seq in (104, 105, 106)) + "]",
     ]
+
+
+# --- per-event audiences (rayanpbx.audiences) ------------------------------------------------
+
+
+class Viewer(Client):
+    """A socket of a user with audiences ``sees``; keeps each message and prepared frame."""
+
+    def __init__(self, *sees: str) -> None:
+        super().__init__()
+        self.sees = frozenset(sees)
+        self.texts: list[str] = []
+        self.prepared: list[Any] = []
+
+    async def deliver(self, seq: int, message: dict[str, Any], prepared: Any) -> None:
+        await super().deliver(seq, message, prepared)
+        self.texts.append(message["text"])
+        self.prepared.append(prepared)
+
+
+async def test_each_socket_gets_what_its_user_may_see_framed_once_per_audience(hub) -> None:
+    hub, bus = hub
+    reader, operator, staff, other_staff = Viewer(), Viewer("calls"), Viewer("calls", "staff"), Viewer("calls", "staff")
+    for client in (reader, operator, staff, other_staff):
+        hub.add(client)
+    events = {
+        101: ("extension.updated", {"id": 7}),
+        102: ("call.started", {"id": "c1", "from": "101", "to": "102"}),
+        103: ("security.sip_auth_failed", {"username": "101", "remote_ip": "203.0.113.9"}),
+        104: ("pbx.apply", {"id": 3, "state": "failed", "errors": [{"object": "trunk a", "message": "bad"}]}),
+        105: ("pbx.apply", {"id": 4, "state": "applied", "errors": []}),
+    }
+    for seq, (type_, payload) in events.items():
+        bus.history[seq] = frame = number(body(type_, payload), seq)
+        bus.queue.put_nowait(frame)
+    await until(lambda: all(len(c.seqs) == 5 for c in (reader, operator, staff, other_staff)))
+
+    originals = [bus.history[seq] for seq in events]
+    assert staff.texts == other_staff.texts == originals
+    # Every socket gets every seq, in order: gap detection and resume are unchanged.
+    assert reader.seqs == operator.seqs == staff.seqs == list(events)
+
+    def placeholder(seq: int) -> dict[str, Any]:
+        return {"seq": seq, "type": "restricted", "payload": {}, "timestamp": json.loads(bus.history[seq])["timestamp"]}
+
+    redacted_apply = {**json.loads(originals[3]), "payload": {**events[104][1], "errors": [], "errors_hidden": 1}}
+    assert [json.loads(text) for text in reader.texts] == [
+        json.loads(originals[0]), placeholder(102), placeholder(103), redacted_apply, json.loads(originals[4])
+    ]  # fmt: skip
+    assert [json.loads(text) for text in operator.texts] == [
+        json.loads(originals[0]), json.loads(originals[1]), placeholder(103), redacted_apply, json.loads(originals[4])
+    ]  # fmt: skip
+    # Framed once per set of audiences, not per socket: the two staff sockets got the very
+    # same prepared frames, and an event for everyone is one object for every socket.
+    assert all(a is b for a, b in zip(staff.prepared, other_staff.prepared, strict=True))
+    assert reader.prepared[0] is operator.prepared[0] is staff.prepared[0]
+
+
+async def test_a_stream_with_no_restricted_event_is_never_parsed(hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub, bus = hub
+    reader = Viewer()
+    hub.add(reader)
+
+    def no_parsing(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a frame for everyone was parsed")
+
+    monkeypatch.setattr(audiences.json, "loads", no_parsing)
+    bus.add(101)
+    bus.add(102)
+    await until(lambda: reader.seqs == [101, 102])
+    assert reader.texts == [bus.history[101], bus.history[102]]

@@ -365,6 +365,59 @@ def test_failed_sip_logins_show_on_the_dashboard(browser, linked) -> None:
     close(page)
 
 
+READER_PASSWORD = "reader-password-1234"
+
+
+def test_a_read_only_user_sees_counts_but_no_calls_or_failed_logins_until_allowed(browser, linked) -> None:
+    """rayanpbx.audiences: a non-staff user gets the call count but not who called whom, no
+    failed logins, no Calls page; given ``pbx.view_calls``, its open page reloads with calls."""
+    stack, server = linked
+    put_snapshot(stack, **stack.initial_snapshot)
+    stack.shell(
+        "from django.contrib.auth import get_user_model\n"
+        "User = get_user_model()\n"
+        "if not User.objects.filter(username='reader').exists():\n"
+        f"    User.objects.create_user('reader', password='{READER_PASSWORD}')\n"
+    )
+    page = open_page(browser, server, "/", user="reader", password=READER_PASSWORD)
+    expect(page.locator("#dash-calls-restricted")).to_be_visible()
+    expect(page.locator("#dash-auth-restricted")).to_contain_text("staff only")
+    expect(page.locator("#dash-calls, #dash-auth-failures")).to_have_count(0)
+    expect(page.locator("nav a", has_text="Calls")).to_have_count(0)
+    expect(page.locator("#dash-registrations li")).to_have_count(1)  # registrations: for everyone
+    frames = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
+
+    started = ("call.started", {"id": "r.1", "from": "101", "to": "0912345678", "direction": "outbound",
+                                "trunk": "acme", "started_at": iso(3)})  # fmt: skip
+    failure = {"username": "101", "remote_ip": "203.0.113.77", "attempts": 9, "first_at": iso(5), "last_at": iso(1)}
+    publish(stack, started, ("security.sip_auth_failed", failure), ("status_update", {"active_calls": 1}))
+    expect(page.locator('#card-calls [data-count="active_calls"]')).to_have_text("1", timeout=LIVE)
+    assert "0912345678" not in page.content() and "203.0.113.77" not in page.content()
+
+    refused = page.context.new_page()
+    response = refused.goto(f"{server.http}/calls/")
+    assert response.status == 403
+    expect(refused.locator("#calls-restricted")).to_contain_text("Calls are not shown to you")
+    refused.close()
+    assert page.script_errors == []
+
+    # Given the permission in the admin (here a shell): the open page reloads itself, with calls.
+    stack.shell(
+        "from django.contrib.auth import get_user_model\nfrom django.contrib.auth.models import Permission\n"
+        "get_user_model().objects.get(username='reader').user_permissions.add("
+        "Permission.objects.get(content_type__app_label='pbx', codename='view_calls'))"
+    )
+    expect(page.locator("#dash-calls")).to_have_count(1, timeout=LIVE)
+    expect(page.locator("nav a", has_text="Calls")).to_have_count(1)
+    expect(page.locator("#dash-auth-restricted")).to_be_visible()  # failed logins: still staff only
+    publish(stack, ("call.ended", {"id": "r.1", "cause": 16, "cause_text": "Normal Clearing",
+                                   "duration_s": 4.0, "talk_s": 0.0}))  # fmt: skip
+    expect(page.locator('#dash-calls tr[data-call-id="r.1"]')).to_have_count(0, timeout=LIVE)
+    assert page.script_errors == []
+    page.context.close()
+
+
 def test_screenshots(browser, linked) -> None:
     """The pages drawn from a snapshot with calls in progress (their durations ticking from it)."""
     stack, server = linked

@@ -21,6 +21,7 @@ import {
 const CALL_COLUMNS = ["from", "to", "trunk", "duration"];
 const MAX_PHONES = 12; // registered phones listed before "and N more"
 const MAX_FAILURES = 10;
+const failureKey = (f) => `${f.username}|${f.remote_ip}|${f.first_at}`;
 
 const NAMES = {
   extension: (p) => `Extension ${p.extension_number}${p.name ? ` (${p.name})` : ""}`,
@@ -73,26 +74,9 @@ export function init(live) {
 function initPbxState(live, snapshot) {
   syncClock(live, snapshot.server_time);
 
-  // Calls in progress.
-  const book = new CallBook();
-  columnHeaders(document.querySelector("#dash-calls thead"), CALL_COLUMNS);
-  const table = new CallTable(document.querySelector("#dash-calls tbody"), CALL_COLUMNS, {
-    empty: document.getElementById("dash-calls-empty"),
-    count: document.getElementById("dash-active-count"),
-  });
-  const callsTable = document.getElementById("dash-calls");
-  book.onChange(() => {
-    const calls = activeCalls(book);
-    callsTable.hidden = calls.length === 0;
-    table.show(calls);
-  });
-  follow(live, {
-    snapshot: { seq: snapshot.seq, calls: snapshot.calls },
-    path: "/api/pbx/calls",
-    types: CALL_TYPES,
-    load: (document) => book.load(document),
-    apply: (frame) => book.apply(frame),
-  });
+  // Calls in progress (for staff and users allowed to see calls: rayanpbx/audiences.py;
+  // the page embeds them only then).
+  if ("calls" in snapshot) followCalls(live, snapshot);
 
   // Registered phones.
   let registrations = new Map();
@@ -121,28 +105,8 @@ function initPbxState(live, snapshot) {
     },
   });
 
-  // Failed SIP logins, newest first.
-  const failures = document.getElementById("dash-auth-failures");
-  const failureKey = (f) => `${f.username}|${f.remote_ip}|${f.first_at}`;
-  const drawFailuresEmpty = () => {
-    document.getElementById("dash-auth-empty").hidden = failures.children.length > 0;
-  };
-  follow(live, {
-    snapshot: { seq: snapshot.seq, auth_failures: snapshot.auth_failures },
-    path: "/api/pbx/security",
-    types: ["security.sip_auth_failed"],
-    load: (document) => {
-      failures.replaceChildren(...(document.auth_failures || []).slice(0, MAX_FAILURES).map(failureItem));
-      drawFailuresEmpty();
-    },
-    apply: (frame) => {
-      const key = failureKey(frame.payload);
-      [...failures.children].find((item) => item.dataset.key === key)?.remove();
-      failures.prepend(failureItem(frame.payload));
-      while (failures.children.length > MAX_FAILURES) failures.lastElementChild.remove();
-      drawFailuresEmpty();
-    },
-  });
+  // Failed SIP logins, newest first (staff only, likewise).
+  if ("auth_failures" in snapshot) followFailures(live, snapshot, failureItem);
 
   function phoneItem(registration) {
     const contacts = registration.contacts || [];
@@ -192,4 +156,49 @@ async function reloadCounts() {
     if (value === undefined) continue;
     for (const element of document.querySelectorAll(`[data-count="${key}"]`)) element.textContent = value;
   }
+}
+
+function followCalls(live, snapshot) {
+  const book = new CallBook();
+  columnHeaders(document.querySelector("#dash-calls thead"), CALL_COLUMNS);
+  const table = new CallTable(document.querySelector("#dash-calls tbody"), CALL_COLUMNS, {
+    empty: document.getElementById("dash-calls-empty"),
+    count: document.getElementById("dash-active-count"),
+  });
+  const callsTable = document.getElementById("dash-calls");
+  book.onChange(() => {
+    const calls = activeCalls(book);
+    callsTable.hidden = calls.length === 0;
+    table.show(calls);
+  });
+  follow(live, {
+    snapshot: { seq: snapshot.seq, calls: snapshot.calls },
+    path: "/api/pbx/calls",
+    types: CALL_TYPES,
+    load: (document) => book.load(document),
+    apply: (frame) => book.apply(frame),
+  });
+}
+
+function followFailures(live, snapshot, failureItem) {
+  const failures = document.getElementById("dash-auth-failures");
+  const drawFailuresEmpty = () => {
+    document.getElementById("dash-auth-empty").hidden = failures.children.length > 0;
+  };
+  follow(live, {
+    snapshot: { seq: snapshot.seq, auth_failures: snapshot.auth_failures },
+    path: "/api/pbx/security",
+    types: ["security.sip_auth_failed"],
+    load: (document) => {
+      failures.replaceChildren(...(document.auth_failures || []).slice(0, MAX_FAILURES).map(failureItem));
+      drawFailuresEmpty();
+    },
+    apply: (frame) => {
+      const key = failureKey(frame.payload);
+      [...failures.children].find((item) => item.dataset.key === key)?.remove();
+      failures.prepend(failureItem(frame.payload));
+      while (failures.children.length > MAX_FAILURES) failures.lastElementChild.remove();
+      drawFailuresEmpty();
+    },
+  });
 }

@@ -87,7 +87,8 @@ export function initDiagnostics(live, { tbody, snapshot, registrationOf }) {
   let openRow = null; // the <tr> whose diagnostics are shown
 
   syncClock(live, snapshot.server_time);
-  follow(live, {
+  // Failed logins are for staff (rayanpbx/audiences.py): the page embeds them only then.
+  if ("auth_failures" in snapshot) follow(live, {
     snapshot: { seq: snapshot.seq, auth_failures: snapshot.auth_failures },
     path: "/api/pbx/security",
     types: ["security.sip_auth_failed"],

@@ -192,6 +192,12 @@ export class LiveConnection {
     } else if (frame.type === "error" && frame.payload.code === "forbidden_topic") {
       this.#topicState({ type: "forbidden", topics: [], reason: frame.payload.message });
     } else if (frame.type === "resync") {
+      // The user's rights changed (docs/live-events.md "Who sees what"): the page's
+      // sections were drawn for the old ones, so it is loaded again, whole.
+      if (frame.payload.reload) {
+        location.reload();
+        return;
+      }
       this.lastSeq = frame.seq;
       this.#resync();
     }

@@ -154,7 +154,9 @@ function lastApplyText(apply) {
   if (apply.state === "applying") return ["In progress…"];
   const head = apply.state === "applied" ? "Applied" : "Failed";
   let tail = apply.duration_ms !== null && apply.duration_ms !== undefined ? ` in ${apply.duration_ms} ms` : "";
-  if (apply.state === "failed") tail += ` (${apply.errors.length} error${apply.errors.length === 1 ? "" : "s"})`;
+  // (errors_hidden: how many errors a non-staff user is not shown: rayanpbx/audiences.py)
+  const count = apply.errors.length || apply.errors_hidden || 0;
+  if (apply.state === "failed") tail += ` (${count} error${count === 1 ? "" : "s"})`;
   return apply.finished_at ? [`${head} at `, apply.finished_at, tail] : [head + tail];
 }
 
@@ -216,6 +218,9 @@ function renderBanners() {
     const more = part(failed, "more");
     show(more, errors.length > MAX_LISTED);
     setText(more, `…and ${errors.length - MAX_LISTED} more.`);
+    const hidden = isFailed ? apply.errors_hidden || 0 : 0;
+    show(part(failed, "hidden"), hidden > 0);
+    setText(part(failed, "hidden"), `${hidden} error${hidden === 1 ? "" : "s"}: the details are shown to staff.`);
   }
 
   const pending = document.getElementById("pbx-pending-banner");
