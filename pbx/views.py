@@ -37,7 +37,10 @@ class ApplySerializer(serializers.Serializer):
     state = serializers.ChoiceField(["pending", "applying", "applied", "failed"])
     pending_changes = serializers.IntegerField()
     duration_ms = serializers.IntegerField(allow_null=True)
-    errors = ApplyErrorSerializer(many=True)
+    errors = ApplyErrorSerializer(many=True, help_text="Staff only: others get [] and errors_hidden.")
+    errors_hidden = serializers.IntegerField(
+        required=False, help_text="Non-staff users: how many errors they are not shown (rayanpbx/audiences.py)."
+    )
     finished_at = serializers.CharField(allow_null=True)
 
 

@@ -121,6 +121,79 @@ def test_a_call_is_started_answered_and_ended_with_one_id(
         b.stop()
 
 
+AUDIENCE_PASSWORD = "audience-password-1234"
+
+
+def audience_stream(site: Stack, username: str, *, calls: bool) -> Stream:
+    """The live stream of a non-staff user (with ``pbx.view_calls`` when ``calls``)."""
+    site.shell(
+        "from django.contrib.auth import get_user_model\nfrom django.contrib.auth.models import Permission\n"
+        f"user = get_user_model().objects.create_user({username!r}, password={AUDIENCE_PASSWORD!r})\n"
+        + ("user.user_permissions.add(Permission.objects.get(content_type__app_label='pbx', codename='view_calls'))\n"
+           if calls else "")
+    )  # fmt: skip
+    stream = Stream(site.server, site.login(site.server, username, AUDIENCE_PASSWORD))
+    stream.wait(lambda f: f["type"] == "welcome")
+    return stream
+
+
+def test_a_read_only_user_gets_every_seq_but_no_call_or_failed_login(
+    site: Stack, pbx: Asterisk, stream: Stream, tmp_path: Path
+) -> None:
+    """rayanpbx.audiences with a real call and a real wrong password: the staff stream has
+    the details; a reader has ``restricted`` frames at the very same seqs; an operator
+    (``pbx.view_calls``) has the calls but not the failed logins."""
+    reader, operator = audience_stream(site, "reader", calls=False), audience_stream(site, "operator", calls=True)
+    try:
+        a_ext, b_ext = extension(site, stream, "5601"), extension(site, stream, "5602")
+        a = Phone(tmp_path / "a", "5601", a_ext["secret"], pbx)
+        b = Phone(tmp_path / "b", "5602", b_ext["secret"], pbx, auto_answer=True)
+        intruder = Phone(tmp_path / "bad", "5602", "Wrong-password-000", pbx)
+        a.start()
+        b.start()
+        try:
+            assert a.wait_registered(5) and b.wait_registered(5)
+            mark = stream.mark()
+            a.dial("5602")
+            a.wait_event("CALL_ESTABLISHED", 10)
+            started = stream.wait(lambda f: f["type"] == "call.started", after=mark)
+            a.hangup()
+            ended = stream.wait(lambda f: f["type"] == "call.ended", after=mark)
+            intruder.start()
+            failure = stream.wait(lambda f: f["type"] == "security.sip_auth_failed", after=mark, timeout=15)
+        finally:
+            for phone in (a, b, intruder):
+                phone.stop()
+        last = max(ended["seq"], failure["seq"])
+        for other in (reader, operator):
+            other.wait(lambda f, last=last: f.get("seq", 0) >= last and f["type"] != "welcome")
+        by_seq = {name: {f["seq"]: {k: v for k, v in f.items() if k != "_received"} for f in s.frames
+                         if f["type"] != "welcome"} for name, s in
+                  (("staff", stream), ("reader", reader), ("operator", operator))}  # fmt: skip
+        window = [seq for seq in sorted(by_seq["staff"]) if started["seq"] <= seq <= last]
+        for name in ("reader", "operator"):
+            assert [seq for seq in sorted(by_seq[name]) if started["seq"] <= seq <= last] == window, name
+        for seq in window:
+            whole = by_seq["staff"][seq]
+            if whole["type"].startswith("call."):
+                assert by_seq["operator"][seq] == whole
+                assert (by_seq["reader"][seq]["type"], by_seq["reader"][seq]["payload"]) == ("restricted", {})
+            elif whole["type"].startswith("security."):
+                for name in ("reader", "operator"):
+                    assert (by_seq[name][seq]["type"], by_seq[name][seq]["payload"]) == ("restricted", {}), name
+            elif whole["type"] != "pbx.apply":
+                assert by_seq["reader"][seq] == by_seq["operator"][seq] == whole
+        reader_token = site.login(site.server, "reader", AUDIENCE_PASSWORD)
+        assert site.request(site.server, "GET", "/api/pbx/calls", token=reader_token)[0] == 403
+        assert site.request(site.server, "GET", "/api/pbx/security", token=reader_token)[0] == 403
+        operator_token = site.login(site.server, "operator", AUDIENCE_PASSWORD)
+        code, calls = site.request(site.server, "GET", "/api/pbx/calls", token=operator_token)
+        assert code == 200 and calls["calls"]["ended"][0]["id"] == started["payload"]["id"]
+    finally:
+        reader.close()
+        operator.close()
+
+
 @pytest.mark.parametrize("how", ["core restart now", "killed"])
 def test_asterisk_restarted_during_a_call_leaves_no_ghost_and_registrations_come_back(
     site: Stack, pbx: Asterisk, stream: Stream, tmp_path: Path, how: str
