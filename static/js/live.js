@@ -171,6 +171,8 @@ export class LiveConnection {
       this.#resync();
       return;
     }
+    // (A "restricted" frame, in place of an event this user may not see, only moves lastSeq
+    // on: no page listens to it. docs/live-events.md "Who sees what".)
     this.lastSeq = frame.seq;
     for (const type of [frame.type, "*"]) {
       for (const listener of this.listeners.get(type) || []) listener(frame);
