@@ -55,16 +55,18 @@ RATE_BURST = 30
 RATE_PER_SECOND = 10.0
 
 
-@database_sync_to_async
-def _fresh_user(pk: Any) -> Any:
+def _user_now(pk: Any) -> Any:
     """The user as the database holds it now (None once deleted)."""
     return get_user_model()._base_manager.filter(pk=pk).first()
+
+
+_fresh_user = database_sync_to_async(_user_now)
 
 
 @database_sync_to_async
 def _fresh_rights(pk: Any) -> tuple[Any, frozenset[str]]:
     """The user now (None once deleted) and its audiences (``rayanpbx.audiences``)."""
-    user = get_user_model()._base_manager.filter(pk=pk).first()
+    user = _user_now(pk)
     return user, audiences.of_user(user)
 
 
@@ -115,8 +117,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
     #: This socket's slot in its user's count (live.limits), once admitted.
     _slot: str | None = None
     revocation_groups: tuple[str, ...] = ()
-    #: The user's audiences (rayanpbx.audiences): the hub frames restricted events per set.
-    sees: frozenset[str] = audiences.EVERYONE
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # However the application ends (a disconnect, an error, daphne cancelling it without
@@ -154,7 +154,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(creds.close_code, creds.reason if creds.close_code in limits.CODES else None)
             return
         self.user = creds.user
-        self.sees = creds.user.sees
         self._session_key = creds.session_key
         # Closed by live.revocation when this user's access, or this session, ends.
         self.revocation_groups = (revocation.user_group(self.user.pk),) + (
@@ -212,6 +211,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await super().close(code, reason)
 
     # --- from the hub ---------------------------------------------------------------------
+
+    @property
+    def sees(self) -> frozenset[str]:
+        """The user's audiences (rayanpbx.audiences): the hub frames restricted events per set."""
+        return self.user.sees if self.user is not None else audiences.EVERYONE
 
     def abort(self) -> None:
         """A send failed: close with 4011 (the client reconnects and resumes from its seq)."""
@@ -505,7 +509,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             # a user who gained a right sees at once what it now may, one who lost it no
             # longer holds what it may not.
             # ``reload``: a page drew its sections for the old rights; it reloads whole.
-            self.sees = sees
+            self.user = self.user._replace(sees=sees)
             reason = "your rights changed; reload the page"
             await self.send(control("resync", {"reason": reason, "reload": True}, self.last_seq))
 
