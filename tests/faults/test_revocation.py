@@ -164,6 +164,10 @@ async def test_topics_cross_processes_and_a_demotion_in_a_shell_drops_logs_withi
             dropped = await recv(ws)
             assert dropped["type"] == "unsubscribed" and dropped["payload"]["topics"] == ["logs"]
             assert time.time() - saved < 1.5  # (both read after the shell returned)
+            # No longer staff, so no longer in the staff audience (rayanpbx.audiences): the
+            # page is told to reload what it holds.
+            reload = await recv(ws)
+            assert reload["type"] == "resync" and reload["payload"]["reload"] is True
         await asyncio.to_thread(stack.shell, publish)
         await asyncio.to_thread(
             stack.shell, "from live import topics\ntopics.publish_now('presence', 'presence.online', {'users': []})\n"
