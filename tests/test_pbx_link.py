@@ -24,7 +24,16 @@ from tests.asterisk import (
     Phone,
     provider_account,
 )
-from tests.pbx_helpers import Stream, get, is_apply, is_link, pbx_stack, private_asterisk, wait_until
+from tests.pbx_helpers import (
+    Stream,
+    get,
+    is_apply,
+    is_link,
+    pbx_stack,
+    private_asterisk,
+    start_linked,
+    wait_until,
+)
 from tests.services import redis_url
 from tests.stack import Stack
 
@@ -36,6 +45,21 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asterisk]:
     # The site's own endpoint 6001: RayanPBX must report it as the site's and never touch it.
     site_endpoint = "[6001]\ntype = endpoint\ncontext = site-tests\ndisallow = all\nallow = ulaw\n"
     yield from private_asterisk(tmp_path_factory, extra_pjsip=site_endpoint)
+
+
+#: The longest an apply waits for a burst to end, raised from the default 5 s: on a loaded CI
+#: machine 200 REST writes took 5.8 s, and the burst test must see one burst, not the cap.
+MAX_DELAY = 20.0
+
+
+@pytest.fixture(scope="module")
+def site(pbx: Asterisk, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shared fixture's site (tests/pbx_helpers.py), with the cap on an apply's wait raised."""
+    stack = start_linked(pbx_stack(tmp_path_factory.mktemp("site"), pbx, PBX_APPLY_MAX_DELAY=str(MAX_DELAY)))
+    try:
+        yield stack
+    finally:
+        stack.close()
 
 
 def status(stack: Stack) -> dict[str, Any]:
@@ -192,7 +216,7 @@ def test_a_burst_of_200_writes_gives_one_apply(site: Stack, pbx: Asterisk, strea
     applying = stream.wait(is_apply("applying"), after=mark)
     applied = applied_after(stream, mark)
     assert applied["payload"]["state"] == "applied"
-    assert last - first < 5.0, "the burst itself took longer than the apply's longest delay"
+    assert last - first < MAX_DELAY, "the burst itself took longer than the apply's longest delay"
     # One apply took all 200, and it started within 1 s of the last write.
     starts = [f for f in stream.of("pbx.apply", after=mark) if f["payload"]["state"] == "applying"]
     assert len(starts) == 1, [f["payload"] for f in stream.of("pbx.apply", after=mark)]
